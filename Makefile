@@ -1,0 +1,51 @@
+# The README's commands.  Each configures its own build directory with CMake.
+#   make demo   build and run `vtio demo` on the default machine
+#   make test   build and run the whole suite (CTest)
+#   make bench  run the benchmarks, write docs/benchmarks.md
+#   make asan   the suite under AddressSanitizer + UBSan
+#   make tsan   the suite under ThreadSanitizer
+JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
+
+.PHONY: all build demo test bench asan tsan clean
+
+all: build
+
+# Configure once per directory; re-running cmake is cheap and picks up new files.
+define configure
+	@$(CMAKE) -S . -B $(1) -DVTIO_WERROR=ON $(2) >/dev/null
+	@$(CMAKE) --build $(1) -j$(JOBS)
+endef
+
+build:
+	$(call configure,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+
+demo: build
+	./build/vtio demo
+
+test: build
+	cd build && ctest $(CTEST_FLAGS)
+
+bench: deps-bench
+	$(call configure,build-release,-DCMAKE_BUILD_TYPE=Release)
+	./bench/run.sh build-release/bench docs
+
+asan:
+	$(call configure,build-asan,-DCMAKE_BUILD_TYPE=Debug -DVTIO_SANITIZE=address$(,)undefined)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS)
+
+tsan:
+	$(call configure,build-tsan,-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTIO_SANITIZE=thread)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS)
+
+# jq turns the benchmarks' JSON into the table in docs/benchmarks.md.
+deps-bench:
+	@command -v jq >/dev/null || { echo "installing jq"; \
+	  (apt-get install -y jq || (apt-get update && apt-get install -y jq)) >/dev/null; }
+
+clean:
+	rm -rf build build-release build-asan build-tsan
+
+, := ,

@@ -1,0 +1,74 @@
+/*
+ * machine: the default vtio computer, assembled from the hardware modules.
+ *
+ *   RAM          [0, min(ram, 3 GiB))  and the rest from 4 GiB up
+ *   PCI MMIO     0xC0000000-0xDFFFFFFF for 32-bit BARs,
+ *                0x8000000000 (512 GiB) + 64 GiB for 64-bit BARs
+ *   ECAM         0xE0000000, 1 MiB per bus (segment 0, buses 0-255)
+ *   VT-d unit    0xFED90000 (the next part of the machine)
+ *   MSI window   0xFEE00000-0xFEEFFFFF (the interrupt sink)
+ *   DMA engines  00:03.0, 00:04.0, ...
+ *
+ * What software may learn of it is in struct vtio_firmware, the part of a
+ * real machine's firmware tables (e820, ACPI MCFG, the host bridge's
+ * windows) that an OS reads at boot.  Everything else software does goes
+ * through memory, registers and interrupts.
+ *
+ * Threads: create and destroy from one thread; in between the machine's
+ * parts follow their own rules.
+ */
+#ifndef VTIO_MACHINE_H
+#define VTIO_MACHINE_H
+
+#include <vtio/common.h>
+
+struct vtio_mem;
+struct vtio_intr;
+struct vtio_pci_bus;
+struct vtio_dma_engine;
+
+#define VTIO_MACHINE_LOW_RAM_MAX   0xC0000000ull
+#define VTIO_MACHINE_HIGH_RAM_BASE 0x100000000ull
+#define VTIO_MACHINE_MMIO32_BASE   0xC0000000ull
+#define VTIO_MACHINE_MMIO32_SIZE   0x20000000ull
+#define VTIO_MACHINE_ECAM_BASE     0xE0000000ull
+#define VTIO_MACHINE_MMIO64_BASE   0x8000000000ull
+#define VTIO_MACHINE_MMIO64_SIZE   (64ull << 30)
+#define VTIO_MACHINE_VTD_BASE      0xFED90000ull
+#define VTIO_MACHINE_MAX_ENGINES   8
+#define VTIO_MACHINE_FIRST_DEV     3      /* device number of the first engine */
+
+struct vtio_machine_config {
+    uint64_t ram_size;       /* bytes, multiple of 2 MiB; 0 means 4 GiB */
+    unsigned ncpus;          /* 1..64; 0 means 4 */
+    unsigned dma_engines;    /* 0..8 engines on bus 0 (use -1u for none); 0 means 1 */
+    unsigned dma_channels;   /* channels per engine; 0 means 4 */
+};
+
+/* What firmware tells the OS. */
+struct vtio_firmware {
+    unsigned ncpus;
+    uint16_t pci_segment;
+    uint64_t ecam_base;
+    uint8_t bus_start, bus_end;
+    uint64_t mmio32_base, mmio32_size;
+    uint64_t mmio64_base, mmio64_size;
+};
+
+struct vtio_machine {
+    struct vtio_mem *mem;
+    struct vtio_intr *intr;
+    struct vtio_pci_bus *pci;
+    struct vtio_dma_engine *dma_engine[VTIO_MACHINE_MAX_ENGINES];
+    unsigned n_dma_engines;
+    struct vtio_firmware fw;
+};
+
+/* @returns 0 and *out; -EINVAL bad config (message in vtio_last_error());
+ * -ENOMEM. */
+VTIO_API int vtio_machine_create(const struct vtio_machine_config *cfg,
+                                 struct vtio_machine **out);
+/* Stops the devices, then frees everything. */
+VTIO_API void vtio_machine_destroy(struct vtio_machine *m);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * pci: the PCI Express bus of the machine.
+ *
+ * One vtio_pci_bus is one PCI segment behind a host bridge: buses
+ * [bus_start, bus_end], each with 32 devices of 8 functions.  A function is
+ * addressed by segment/bus/device/function; its 16-bit requester id
+ * (bus << 8 | device << 3 | function) is what an IOMMU sees on its DMA.
+ *
+ * Configuration space is reached the PCIe way, through ECAM: a memory region
+ * of 1 MiB per bus (4 KiB per function) at ecam_base, so host software scans
+ * the bus with ordinary memory reads, as an OS does.  Each function has the
+ * 256-byte PCI space and the 4 KiB PCIe extended space, emulated with
+ * per-byte write masks: read-only bits ignore writes, RW1C bits clear on 1.
+ * A function that does not exist reads as all ones.
+ *
+ * What the bus emulates for every function, so device models don't:
+ *  - the header: vendor/device/class ids, COMMAND (MEM decode, Bus Master
+ *    Enable, which gates the function's DMA port), STATUS;
+ *  - BARs that software sizes (write all ones, read back the size mask) and
+ *    places; a memory BAR appears as an MMIO region in the address space
+ *    while COMMAND.MEM is set and its base is not all ones/zero;
+ *  - the capability list: PCI Express (with Function Level Reset), MSI and
+ *    MSI-X.  MSI-X tables and the pending-bit array live in a BAR as the PCI
+ *    spec lays them out (16-byte entries: address, upper address, data,
+ *    vector control bit 0 = mask; PBA one bit per vector); a vector raised
+ *    while masked (per vector or by the function mask) stays pending and is
+ *    sent when unmasked.
+ *
+ * Threads: configuration accesses, BAR MMIO and vtio_pci_msix_notify() may
+ * come from any thread; each function's state is guarded by its own lock,
+ * which is never held while a device model callback or a DMA runs.
+ */
+#ifndef VTIO_PCI_H
+#define VTIO_PCI_H
+
+#include <vtio/common.h>
+#include <vtio/mem.h>
+
+struct vtio_dma_port;
+struct vtio_pci_bus;
+struct vtio_pci_dev;
+
+#define VTIO_PCI_RID(bus, dev, fn) \
+    ((uint16_t)(((bus) & 0xff) << 8 | ((dev) & 0x1f) << 3 | ((fn) & 0x7)))
+#define VTIO_PCI_DEVFN(dev, fn)    ((uint8_t)(((dev) & 0x1f) << 3 | ((fn) & 0x7)))
+#define VTIO_PCI_RID_BUS(rid)      (((rid) >> 8) & 0xff)
+#define VTIO_PCI_RID_DEV(rid)      (((rid) >> 3) & 0x1f)
+#define VTIO_PCI_RID_FN(rid)       ((rid) & 0x7)
+
+/* Configuration space layout (PCI Local Bus 3.0, PCIe Base). */
+#define VTIO_PCI_CFG_SIZE        256
+#define VTIO_PCIE_CFG_SIZE       4096
+#define VTIO_PCI_VENDOR_ID       0x00
+#define VTIO_PCI_DEVICE_ID       0x02
+#define VTIO_PCI_COMMAND         0x04
+#define  VTIO_PCI_COMMAND_IO     0x0001
+#define  VTIO_PCI_COMMAND_MEM    0x0002
+#define  VTIO_PCI_COMMAND_MASTER 0x0004     /* Bus Master Enable */
+#define  VTIO_PCI_COMMAND_INTX_DISABLE 0x0400
+#define VTIO_PCI_STATUS          0x06
+#define  VTIO_PCI_STATUS_CAP_LIST 0x0010
+#define VTIO_PCI_REVISION_ID     0x08
+#define VTIO_PCI_CLASS_PROG      0x09
+#define VTIO_PCI_CLASS_DEVICE    0x0a
+#define VTIO_PCI_HEADER_TYPE     0x0e
+#define  VTIO_PCI_HEADER_TYPE_MULTIFUNCTION 0x80
+#define VTIO_PCI_BAR0            0x10
+#define  VTIO_PCI_BAR_MEM_TYPE_64 0x04
+#define  VTIO_PCI_BAR_MEM_PREFETCH 0x08
+#define  VTIO_PCI_BAR_MEM_MASK   (~0xfull)
+#define VTIO_PCI_SUBSYSTEM_VENDOR_ID 0x2c
+#define VTIO_PCI_SUBSYSTEM_ID    0x2e
+#define VTIO_PCI_CAPABILITY_LIST 0x34
+#define VTIO_PCI_INTERRUPT_LINE  0x3c
+#define VTIO_PCI_INTERRUPT_PIN   0x3d
+
+#define VTIO_PCI_CAP_ID_MSI      0x05
+#define VTIO_PCI_CAP_ID_EXP      0x10
+#define VTIO_PCI_CAP_ID_MSIX     0x11
+
+/* MSI capability. */
+#define VTIO_PCI_MSI_FLAGS       2
+#define  VTIO_PCI_MSI_FLAGS_ENABLE 0x0001
+#define  VTIO_PCI_MSI_FLAGS_QMASK  0x000e   /* multiple message capable */
+#define  VTIO_PCI_MSI_FLAGS_QSIZE  0x0070   /* multiple message enable */
+#define  VTIO_PCI_MSI_FLAGS_64BIT  0x0080
+#define  VTIO_PCI_MSI_FLAGS_MASKBIT 0x0100
+#define VTIO_PCI_MSI_ADDRESS_LO  4
+#define VTIO_PCI_MSI_ADDRESS_HI  8
+#define VTIO_PCI_MSI_DATA_64     12
+#define VTIO_PCI_MSI_MASK_64     16
+#define VTIO_PCI_MSI_PENDING_64  20
+
+/* MSI-X capability and table. */
+#define VTIO_PCI_MSIX_FLAGS      2
+#define  VTIO_PCI_MSIX_FLAGS_QSIZE 0x07ff   /* table size - 1 */
+#define  VTIO_PCI_MSIX_FLAGS_MASKALL 0x4000
+#define  VTIO_PCI_MSIX_FLAGS_ENABLE 0x8000
+#define VTIO_PCI_MSIX_TABLE      4          /* [2:0] BIR, [31:3] offset */
+#define VTIO_PCI_MSIX_PBA        8
+#define  VTIO_PCI_MSIX_BIR_MASK  0x7
+#define VTIO_PCI_MSIX_ENTRY_SIZE 16
+#define VTIO_PCI_MSIX_ENTRY_LOWER_ADDR 0
+#define VTIO_PCI_MSIX_ENTRY_UPPER_ADDR 4
+#define VTIO_PCI_MSIX_ENTRY_DATA 8
+#define VTIO_PCI_MSIX_ENTRY_VECTOR_CTRL 12
+#define  VTIO_PCI_MSIX_ENTRY_CTRL_MASKBIT 0x1
+
+/* PCI Express capability (the parts vtio models). */
+#define VTIO_PCI_EXP_FLAGS       2
+#define VTIO_PCI_EXP_DEVCAP      4
+#define  VTIO_PCI_EXP_DEVCAP_FLR 0x10000000
+#define VTIO_PCI_EXP_DEVCTL      8
+#define  VTIO_PCI_EXP_DEVCTL_BCR_FLR 0x8000  /* initiate FLR (reads 0) */
+#define VTIO_PCI_EXP_DEVSTA      10
+
+/* One BAR as a device model declares it. */
+struct vtio_pci_bar_info {
+    uint64_t size;            /* power of two, >= 16; 0 = no BAR */
+    bool is_64bit;            /* takes this BAR and the next */
+    bool prefetchable;
+    /* The device's registers in this BAR.  May be NULL for a BAR that holds
+     * only the MSI-X table and PBA, which the bus emulates itself. */
+    const struct vtio_mmio_ops *ops;
+    void *opaque;
+};
+
+struct vtio_pci_dev_info {
+    const char *name;
+    uint16_t vendor_id, device_id;
+    uint16_t subsystem_vendor_id, subsystem_id;
+    uint32_t class_code;      /* class << 16 | subclass << 8 | prog-if */
+    uint8_t revision;
+    bool multifunction;       /* header type bit 7 (set it on function 0) */
+    struct vtio_pci_bar_info bar[6];
+    unsigned msi_vectors;     /* 0 (no MSI capability), 1, 2, 4, ... 32 */
+    unsigned msix_vectors;    /* 0 (no MSI-X capability) .. 2048 */
+    unsigned msix_bar;        /* BAR holding the table and the PBA */
+    uint32_t msix_table_offset, msix_pba_offset;   /* 8-byte aligned */
+    /* Function Level Reset (through the PCIe capability) and the bus's
+     * reset: the device returns to its power-on state.  The bus has already
+     * reset the configuration space.  May be NULL. */
+    void (*reset)(void *opaque);
+    void *opaque;
+};
+
+/*
+ * Creates a segment whose ECAM window for buses [bus_start, bus_end] is
+ * mapped at ecam_base (1 MiB per bus).
+ * Returns NULL (and sets vtio_last_error) on bad arguments or overlap.
+ */
+VTIO_API struct vtio_pci_bus *vtio_pci_bus_create(struct vtio_mem *mem, uint16_t segment,
+                                                  uint64_t ecam_base, uint8_t bus_start,
+                                                  uint8_t bus_end);
+/* Destroys the bus and every function on it (their BARs are unmapped);
+ * the device models must already be stopped. */
+VTIO_API void vtio_pci_bus_destroy(struct vtio_pci_bus *bus);
+VTIO_API uint16_t vtio_pci_bus_segment(const struct vtio_pci_bus *bus);
+
+/*
+ * Plugs a function into slot (busno, devfn).
+ * @returns 0 and *out; -EINVAL bad bus number, bad BAR size or layout, bad
+ * MSI/MSI-X counts or an MSI-X table/PBA outside its BAR; -EEXIST slot
+ * taken; -ENOMEM.
+ */
+VTIO_API int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
+                                 const struct vtio_pci_dev_info *info,
+                                 struct vtio_pci_dev **out);
+
+VTIO_API uint16_t vtio_pci_dev_rid(const struct vtio_pci_dev *dev);
+VTIO_API const char *vtio_pci_dev_name(const struct vtio_pci_dev *dev);
+/* The function's DMA port (bus mastering follows COMMAND.BME). */
+VTIO_API struct vtio_dma_port *vtio_pci_dev_dma_port(struct vtio_pci_dev *dev);
+/* Finds a function by requester id; NULL if none. */
+VTIO_API struct vtio_pci_dev *vtio_pci_bus_find(struct vtio_pci_bus *bus, uint16_t rid);
+
+/*
+ * The device raises MSI-X vector (or MSI vector) `vector`.  If the
+ * capability is enabled and the vector unmasked, the message goes out
+ * through the DMA port now; if masked, the pending bit is set and the
+ * message goes out when it is unmasked.
+ * @returns 0 sent; 1 left pending; -ENODEV capability absent or disabled
+ * (the interrupt is lost, as on hardware); -EINVAL no such vector;
+ * other negative values from the DMA port (e.g. -EPERM with BME clear).
+ */
+VTIO_API int vtio_pci_msix_notify(struct vtio_pci_dev *dev, unsigned vector);
+VTIO_API int vtio_pci_msi_notify(struct vtio_pci_dev *dev, unsigned vector);
+
+/* Configuration access by bus-relative requester id (what ECAM does).
+ * size is 1, 2 or 4 and off a multiple of it; a missing function reads all
+ * ones and ignores writes.  Returns all ones for a bad size/offset. */
+VTIO_API uint32_t vtio_pci_cfg_read(struct vtio_pci_bus *bus, uint16_t rid, uint16_t off,
+                                    unsigned size);
+VTIO_API void vtio_pci_cfg_write(struct vtio_pci_bus *bus, uint16_t rid, uint16_t off,
+                                 uint32_t val, unsigned size);
+
+/* A Function Level Reset, as if software set DEVCTL.BCR_FLR. */
+VTIO_API void vtio_pci_dev_reset(struct vtio_pci_dev *dev);
+
+#endif

@@ -1,0 +1,381 @@
+/*
+ * The DMA port: every device access to memory, and every interrupt message,
+ * passes through here.
+ *
+ * An access happens in two passes over the same range.  The first asks the
+ * translator (if any) for each piece and checks that the physical address it
+ * names is RAM or MMIO; only if all of it is does the second pass move data,
+ * translating again (an IOMMU answers that from its IOTLB).  So a refused
+ * access reads and writes nothing.  The second pass copies RAM spans
+ * directly between host mappings, which is what lets a device's copy run at
+ * memcpy speed, and sends anything else through the address space's MMIO
+ * dispatch.
+ *
+ * Writes into the interrupt window 0xFEE00000-0xFEEFFFFF are interrupt
+ * messages, not memory writes, as on an x86 platform: a 4-byte aligned write
+ * goes out as vtio_dma_msi(), where an IOMMU may remap or block it; any
+ * other write that touches the window is refused.
+ *
+ * The port keeps no lock: bus mastering and the translator are atomics read
+ * once per access, and the counters are relaxed atomics.
+ */
+#include <vtio/dma_port.h>
+#include <vtio/intr.h>
+#include <vtio/mem.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "hw/mem/mem_internal.h"
+
+#define COUNT(port, field, n) \
+    atomic_fetch_add_explicit(&(port)->stats.field, (n), memory_order_relaxed)
+
+void vtio_dma_port_init(struct vtio_dma_port *port, struct vtio_mem *mem, uint16_t rid)
+{
+    memset(port, 0, sizeof(*port));
+    port->mem = mem;
+    port->rid = rid;
+    atomic_init(&port->bus_master, false);
+    atomic_init(&port->xlat, NULL);
+}
+
+void vtio_dma_port_set_bus_master(struct vtio_dma_port *port, bool on)
+{
+    atomic_store_explicit(&port->bus_master, on, memory_order_release);
+}
+
+void vtio_dma_port_set_translator(struct vtio_dma_port *port,
+                                  const struct vtio_dma_translator *xlat)
+{
+    atomic_store_explicit(&port->xlat, xlat, memory_order_release);
+}
+
+void vtio_dma_port_get_stats(struct vtio_dma_port *port, struct vtio_dma_port_stats *st)
+{
+    st->reads = atomic_load(&port->stats.reads);
+    st->writes = atomic_load(&port->stats.writes);
+    st->bytes_read = atomic_load(&port->stats.bytes_read);
+    st->bytes_written = atomic_load(&port->stats.bytes_written);
+    st->faults = atomic_load(&port->stats.faults);
+    st->master_aborts = atomic_load(&port->stats.master_aborts);
+    st->msis = atomic_load(&port->stats.msis);
+}
+
+/* ------------------------------------------------------------------------
+ * Translation and checking.
+ */
+
+/* Translates the piece of [iova, iova + len) that starts at iova. */
+static int xlate(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                 uint64_t iova, uint64_t len, enum vtio_dma_access access,
+                 uint64_t *pa, uint64_t *span)
+{
+    if (!xl) {
+        *pa = iova;
+        *span = len;
+        return 0;
+    }
+    int ret = xl->ops->translate(xl->opaque, port->rid, iova, len, access, pa, span);
+    if (ret == 0 && (*span == 0 || *span > len))
+        ret = -EFAULT;      /* a translator that answers nothing moves nothing */
+    return ret;
+}
+
+static bool in_msi_window(uint64_t addr, uint64_t len)
+{
+    return addr < VTIO_MSI_WINDOW_BASE + VTIO_MSI_WINDOW_SIZE &&
+           VTIO_MSI_WINDOW_BASE < addr + len;
+}
+
+/* The common gate of every access: bus mastering and the range itself. */
+static int gate(struct vtio_dma_port *port, uint64_t addr, uint64_t len)
+{
+    if (!atomic_load_explicit(&port->bus_master, memory_order_acquire)) {
+        COUNT(port, master_aborts, 1);
+        return -EPERM;
+    }
+    if (len && addr + len - 1 < addr)
+        return -EINVAL;
+    return 0;
+}
+
+/* First pass: every byte translates and lands in RAM or MMIO. */
+static int check_range(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                       uint64_t addr, uint64_t len, enum vtio_dma_access access)
+{
+    while (len) {
+        uint64_t pa, span;
+        int ret = xlate(port, xl, addr, len, access, &pa, &span);
+        if (ret == 0 && !vtio_mem_is_mapped(port->mem, pa, span))
+            ret = -EFAULT;
+        if (ret < 0) {
+            COUNT(port, faults, 1);
+            return ret;
+        }
+        addr += span, len -= span;
+    }
+    return 0;
+}
+
+/* A data write must not touch the interrupt window (see the top comment). */
+static int check_target(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                        uint64_t addr, uint64_t len)
+{
+    if (in_msi_window(addr, len)) {
+        COUNT(port, faults, 1);
+        return -EFAULT;
+    }
+    return check_range(port, xl, addr, len, VTIO_DMA_WRITE);
+}
+
+int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
+                   enum vtio_dma_access access)
+{
+    int ret = gate(port, addr, len);
+    if (ret == 0)
+        ret = check_range(port, atomic_load(&port->xlat), addr, len, access);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * Second pass: moving data.  A segment is a run of the transfer that is
+ * contiguous both in the device's address space and in physical memory and
+ * lies in one region: host != NULL for RAM, else MMIO at pa.
+ */
+
+struct segment {
+    uint64_t pa, len;
+    uint8_t *host;
+};
+
+static int segment_at(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                      uint64_t addr, uint64_t len, enum vtio_dma_access access,
+                      struct segment *seg)
+{
+    uint64_t span;
+    int ret = xlate(port, xl, addr, len, access, &seg->pa, &span);
+    if (ret < 0)
+        return ret;
+    void *host;
+    if (vtio_mem_ram_span(port->mem, seg->pa, span, &host, &seg->len) == 0) {
+        seg->host = host;
+    } else {
+        seg->host = NULL;
+        seg->len = span < 64 ? span : 64;   /* MMIO: a register's worth at a time */
+    }
+    return 0;
+}
+
+static int move_in(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                   uint64_t addr, uint8_t *buf, uint64_t len)
+{
+    while (len) {
+        struct segment s;
+        int ret = segment_at(port, xl, addr, len, VTIO_DMA_READ, &s);
+        if (ret < 0)
+            return ret;
+        if (s.host)
+            vtio_ram_load(buf, s.host, s.len);
+        else if ((ret = vtio_mem_dev_read(port->mem, s.pa, buf, s.len)) < 0)
+            return ret;
+        addr += s.len, buf += s.len, len -= s.len;
+    }
+    return 0;
+}
+
+static int move_out(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                    uint64_t addr, const uint8_t *buf, uint64_t len)
+{
+    while (len) {
+        struct segment s;
+        int ret = segment_at(port, xl, addr, len, VTIO_DMA_WRITE, &s);
+        if (ret < 0)
+            return ret;
+        if (s.host)
+            vtio_ram_store(s.host, buf, s.len);
+        else if ((ret = vtio_mem_dev_write(port->mem, s.pa, buf, s.len)) < 0)
+            return ret;
+        addr += s.len, buf += s.len, len -= s.len;
+    }
+    return 0;
+}
+
+int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len)
+{
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    int ret = gate(port, addr, len);
+    if (ret == 0)
+        ret = check_range(port, xl, addr, len, VTIO_DMA_READ);
+    if (ret == 0)
+        ret = move_in(port, xl, addr, buf, len);
+    if (ret == 0) {
+        COUNT(port, reads, 1);
+        COUNT(port, bytes_read, len);
+    }
+    return ret;
+}
+
+int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, size_t len)
+{
+    if (in_msi_window(addr, len)) {
+        uint32_t data;
+        if (len != 4 || (addr & 3)) {
+            COUNT(port, faults, 1);
+            return -EFAULT;
+        }
+        memcpy(&data, buf, 4);
+        return vtio_dma_msi(port, addr, data);
+    }
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    int ret = gate(port, addr, len);
+    if (ret == 0)
+        ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE);
+    if (ret == 0)
+        ret = move_out(port, xl, addr, buf, len);
+    if (ret == 0) {
+        COUNT(port, writes, 1);
+        COUNT(port, bytes_written, len);
+    }
+    return ret;
+}
+
+/*
+ * The device-internal operations walk two ranges (or one) segment by
+ * segment; where a segment is not RAM they stage through a small buffer.
+ */
+int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64_t len,
+                  enum vtio_dma_access *which)
+{
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    enum vtio_dma_access side = VTIO_DMA_READ;
+    int ret = gate(port, src, len);
+    if (ret == 0)
+        ret = gate(port, dst, len);
+    if (ret == 0 && (ret = check_range(port, xl, src, len, VTIO_DMA_READ)) == 0 &&
+        (ret = check_target(port, xl, dst, len)) < 0)
+        side = VTIO_DMA_WRITE;
+    while (ret == 0 && len) {
+        struct segment s, d;
+        if ((ret = segment_at(port, xl, src, len, VTIO_DMA_READ, &s)) < 0) {
+            side = VTIO_DMA_READ;
+            break;
+        }
+        if ((ret = segment_at(port, xl, dst, len, VTIO_DMA_WRITE, &d)) < 0) {
+            side = VTIO_DMA_WRITE;
+            break;
+        }
+        uint64_t n = s.len < d.len ? s.len : d.len;
+        if (s.host && d.host) {
+            memmove(d.host, s.host, n);
+        } else {
+            uint8_t bounce[64];
+            n = n < sizeof(bounce) ? n : sizeof(bounce);
+            if ((ret = move_in(port, xl, src, bounce, n)) < 0 ||
+                (ret = move_out(port, xl, dst, bounce, n)) < 0)
+                break;
+        }
+        COUNT(port, bytes_read, n);
+        COUNT(port, bytes_written, n);
+        src += n, dst += n, len -= n;
+    }
+    if (ret == 0) {
+        COUNT(port, reads, 1);
+        COUNT(port, writes, 1);
+    } else if (which) {
+        *which = side;
+    }
+    return ret;
+}
+
+int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, uint64_t len)
+{
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    int ret = gate(port, dst, len);
+    if (ret == 0)
+        ret = check_target(port, xl, dst, len);
+    /* A pattern buffer whose byte i is pattern byte i % 8, with 8 bytes of
+     * slack so a segment at any transfer offset starts at the right phase. */
+    uint64_t buf[513];
+    for (size_t i = 0; i < sizeof(buf) / 8; i++)
+        buf[i] = pattern;
+    const size_t chunk = sizeof(buf) - 8;
+    uint64_t done = 0;
+    while (ret == 0 && done < len) {
+        struct segment d;
+        if ((ret = segment_at(port, xl, dst + done, len - done, VTIO_DMA_WRITE, &d)) < 0)
+            break;
+        uint64_t left = d.len;
+        while (left && ret == 0) {
+            size_t n = left < chunk ? left : chunk;
+            const uint8_t *from = (const uint8_t *)buf + (done % 8);
+            if (d.host)
+                memcpy(d.host + (d.len - left), from, n);
+            else
+                ret = move_out(port, xl, dst + done, from, n);
+            done += n, left -= n;
+        }
+    }
+    if (ret == 0) {
+        COUNT(port, writes, 1);
+        COUNT(port, bytes_written, len);
+    }
+    return ret;
+}
+
+int vtio_dma_compare(struct vtio_dma_port *port, uint64_t a, uint64_t b, uint64_t len,
+                     uint64_t *diff)
+{
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    int ret = gate(port, a, len);
+    if (ret == 0 && (ret = gate(port, b, len)) == 0 &&
+        (ret = check_range(port, xl, a, len, VTIO_DMA_READ)) == 0)
+        ret = check_range(port, xl, b, len, VTIO_DMA_READ);
+    uint64_t off = 0;
+    while (ret == 0 && off < len) {
+        uint8_t ba[64], bb[64];
+        struct segment sa, sb;
+        if ((ret = segment_at(port, xl, a + off, len - off, VTIO_DMA_READ, &sa)) < 0 ||
+            (ret = segment_at(port, xl, b + off, len - off, VTIO_DMA_READ, &sb)) < 0)
+            break;
+        uint64_t n = sa.len < sb.len ? sa.len : sb.len;
+        const uint8_t *pa = sa.host, *pb = sb.host;
+        if (!pa || !pb) {
+            n = n < sizeof(ba) ? n : sizeof(ba);
+            if ((ret = move_in(port, xl, a + off, ba, n)) < 0 ||
+                (ret = move_in(port, xl, b + off, bb, n)) < 0)
+                break;
+            pa = ba, pb = bb;
+        }
+        if (memcmp(pa, pb, n) != 0) {
+            while (*pa == *pb)
+                pa++, pb++, off++;
+            break;
+        }
+        off += n;
+    }
+    if (ret == 0) {
+        *diff = off;
+        COUNT(port, reads, 2);
+        COUNT(port, bytes_read, 2 * (off < len ? off + 1 : len));
+    }
+    return ret;
+}
+
+int vtio_dma_msi(struct vtio_dma_port *port, uint64_t addr, uint32_t data)
+{
+    int ret = gate(port, addr, 4);
+    if (ret < 0)
+        return ret;
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    ret = -ENOSYS;
+    if (xl && xl->ops->msi)
+        ret = xl->ops->msi(xl->opaque, port->rid, addr, data);
+    if (ret == -ENOSYS)
+        ret = vtio_mem_dev_write(port->mem, addr, &data, 4);
+    if (ret == 0)
+        COUNT(port, msis, 1);
+    else
+        COUNT(port, faults, 1);
+    return ret;
+}

@@ -1,0 +1,97 @@
+/*
+ * Shared by the benchmark programs: a machine with the DMA engine driven by
+ * its host driver, a clock, statistics, and JSON output.  Each benchmark
+ * prints one JSON object on stdout; bench/run.sh collects them.  Every
+ * figure is compared with a baseline measured in the same run (memcpy of
+ * the same bytes, the CPU loop alone) and reported as a ratio, because this
+ * machine is shared and absolute numbers drift.
+ */
+#ifndef VTIO_BENCH_H
+#define VTIO_BENCH_H
+
+#include <vtio/dev/dma_engine.h>
+#include <vtio/drv/dma_engine.h>
+#include <vtio/host.h>
+#include <vtio/machine.h>
+#include <vtio/mem.h>
+#include <vtio/page_alloc.h>
+#include <vtio/pci_enum.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct bench_rig {
+    struct vtio_machine *m;
+    struct vtio_host *h;
+    struct vtio_dmae *dev;
+};
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static inline uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void bench_die(const char *what)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, vtio_last_error());
+    exit(1);
+}
+
+/* A booted machine with `channels` DMA channels under the host driver. */
+static inline void bench_rig_up(struct bench_rig *r, uint64_t ram, unsigned channels)
+{
+    struct vtio_machine_config mc = { .ram_size = ram, .dma_channels = channels };
+    if (vtio_machine_create(&mc, &r->m) < 0 || vtio_host_boot(r->m, &r->h) < 0)
+        bench_die("boot");
+    const struct vtio_pci_function *fn =
+        vtio_pci_find(r->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
+    struct vtio_dmae_config dc = { .channels = channels };
+    if (!fn || vtio_dmae_probe(r->h, fn, &dc, &r->dev) < 0)
+        bench_die("probe");
+}
+
+static inline void bench_rig_down(struct bench_rig *r)
+{
+    vtio_dmae_remove(r->dev);
+    vtio_host_shutdown(r->h);
+    vtio_machine_destroy(r->m);
+}
+
+/* size bytes of machine RAM, touched, and its host address for baselines. */
+static inline uint64_t bench_alloc(struct bench_rig *r, uint64_t size, void **host)
+{
+    uint64_t pa, span;
+    if (vtio_page_alloc(r->h->pages, vtio_page_order(size), 0, &pa) < 0)
+        bench_die("allocate");
+    vtio_mem_set(r->h->mem, pa, 0x5a, size);
+    if (host && (vtio_mem_ram_span(r->h->mem, pa, size, host, &span) < 0 || span < size))
+        bench_die("host view of RAM");
+    return pa;
+}
+
+static inline int bench_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The q-quantile (0..1) of n samples (sorts them). */
+static inline uint64_t bench_quantile(uint64_t *v, size_t n, double q)
+{
+    qsort(v, n, sizeof(*v), bench_cmp_u64);
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+#endif

@@ -102,6 +102,24 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Runs one test; returns whether it passed.  setjmp lives here, away from
+ * the caller's loop state, so nothing the loop holds can be clobbered. */
+static int run_one(const struct vtio_test *t)
+{
+    printf("[ RUN  ] %s: %s\n", t->name, t->checks);
+    double t0 = now_ms();
+    in_test = 1;
+    if (setjmp(test_env) != 0) {
+        in_test = 0;
+        printf("[ FAIL ] %s\n", t->name);
+        return 0;
+    }
+    t->fn();
+    in_test = 0;
+    printf("[   OK ] %s (%.1f ms)\n", t->name, now_ms() - t0);
+    return 1;
+}
+
 int vtio_test_main(const struct vtio_test *tests, size_t n, int argc, char **argv)
 {
     size_t run = 0, failed = 0;
@@ -110,18 +128,8 @@ int vtio_test_main(const struct vtio_test *tests, size_t n, int argc, char **arg
         if (!selected(tests[i].name, argc, argv))
             continue;
         run++;
-        printf("[ RUN  ] %s: %s\n", tests[i].name, tests[i].checks);
-        double t0 = now_ms();
-        in_test = 1;
-        if (setjmp(test_env) == 0) {
-            tests[i].fn();
-            in_test = 0;
-            printf("[   OK ] %s (%.1f ms)\n", tests[i].name, now_ms() - t0);
-        } else {
-            in_test = 0;
+        if (!run_one(&tests[i]))
             failed++;
-            printf("[ FAIL ] %s\n", tests[i].name);
-        }
     }
     printf("%zu test%s, %zu failed\n", run, run == 1 ? "" : "s", failed);
     return failed ? 1 : 0;

@@ -61,8 +61,8 @@ VTIO_API struct vtio_dmae_chan *vtio_dmae_chan(struct vtio_dmae *dev, unsigned i
  * Prepare one descriptor.  flags: VTIO_DMAE_FLAG_INTR (interrupt when it
  * completes; vtio_dmae_wait() sleeps only on such descriptors, else it
  * polls), VTIO_DMAE_FLAG_FENCE.
- * @returns a cookie (> 0) naming it; -EBUSY the ring is full (wait for
- * earlier work first); -EIO the channel is halted (see vtio_dmae_reset());
+ * @returns a cookie (> 0) naming it; -EBUSY the ring is full: it holds
+ * ring_entries - 1 descriptors not yet completed (wait for earlier work); -EIO the channel is halted (see vtio_dmae_reset());
  * -EINVAL len 0 or bad SG lists.
  */
 VTIO_API int64_t vtio_dmae_prep_copy(struct vtio_dmae_chan *ch, uint64_t dst, uint64_t src,

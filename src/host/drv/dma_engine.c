@@ -150,9 +150,10 @@ static bool halted(struct vtio_dmae_chan *ch)
 static int64_t push(struct vtio_dmae_chan *ch, struct vtio_dmae_desc *desc, unsigned flags,
                     uint64_t sg_block)
 {
-    if (ch->prepared - ch->reclaimed >= ch->entries)
+    /* One slot stays empty: TAIL == HEAD means an empty ring to the device. */
+    if (ch->prepared - ch->reclaimed >= ch->entries - 1)
         reclaim(ch);
-    if (ch->prepared - ch->reclaimed >= ch->entries)
+    if (ch->prepared - ch->reclaimed >= ch->entries - 1)
         return vtio_fail(-EBUSY, "channel %u: ring full", ch->index);
     int64_t cookie = ++ch->prepared;
     unsigned slot = slot_of(ch, cookie);

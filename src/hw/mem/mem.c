@@ -184,11 +184,13 @@ static int map_replace(struct vtio_mem *mem, struct region *add, struct region *
     return 0;
 }
 
+/* Compares last bytes, not ends: a region may end exactly at 2^64. */
 static bool overlaps_any(const struct map *m, uint64_t base, uint64_t size)
 {
+    uint64_t last = base + size - 1;
     for (size_t i = 0; i < m->n; i++) {
         const struct region *r = m->r[i];
-        if (base < r->base + r->size && r->base < base + size)
+        if (base <= r->base + r->size - 1 && r->base <= last)
             return true;
     }
     return false;
@@ -409,9 +411,11 @@ static void mmio_write_piece(struct region *r, uint64_t off, const uint8_t *buf,
     }
 }
 
-static void access_read(struct vtio_mem *mem, uint64_t pa, uint8_t *buf, uint64_t len)
+/* The walkers take the map snapshot to use, so that a device access checks
+ * and performs against one and the same topology. */
+static void access_read(struct vtio_mem *mem, const struct map *m, uint64_t pa, uint8_t *buf,
+                        uint64_t len)
 {
-    const struct map *m = map_get(mem);
     while (len) {
         struct piece p = piece_at(m, pa, len);
         if (!p.r) {
@@ -426,9 +430,9 @@ static void access_read(struct vtio_mem *mem, uint64_t pa, uint8_t *buf, uint64_
     }
 }
 
-static void access_write(struct vtio_mem *mem, uint64_t pa, const uint8_t *buf, uint64_t len)
+static void access_write(struct vtio_mem *mem, const struct map *m, uint64_t pa,
+                         const uint8_t *buf, uint64_t len)
 {
-    const struct map *m = map_get(mem);
     while (len) {
         struct piece p = piece_at(m, pa, len);
         if (!p.r)
@@ -450,14 +454,14 @@ static uint64_t clip(uint64_t pa, uint64_t len)
 void vtio_mem_read(struct vtio_mem *mem, uint64_t pa, void *buf, size_t len)
 {
     uint64_t n = clip(pa, len);
-    access_read(mem, pa, buf, n);
+    access_read(mem, map_get(mem), pa, buf, n);
     if (n < len)
         memset((uint8_t *)buf + n, 0xff, len - n);
 }
 
 void vtio_mem_write(struct vtio_mem *mem, uint64_t pa, const void *buf, size_t len)
 {
-    access_write(mem, pa, buf, clip(pa, len));
+    access_write(mem, map_get(mem), pa, buf, clip(pa, len));
 }
 
 void vtio_mem_set(struct vtio_mem *mem, uint64_t pa, int byte, size_t len)
@@ -473,7 +477,7 @@ void vtio_mem_set(struct vtio_mem *mem, uint64_t pa, int byte, size_t len)
         } else {
             for (uint64_t done = 0; done < p.len; done += sizeof(chunk)) {
                 uint64_t n = p.len - done < sizeof(chunk) ? p.len - done : sizeof(chunk);
-                access_write(mem, pa + done, chunk, n);
+                access_write(mem, m, pa + done, chunk, n);
             }
         }
         pa += p.len, len -= p.len;
@@ -496,39 +500,38 @@ MEM_ACCESSORS(16)
 MEM_ACCESSORS(32)
 MEM_ACCESSORS(64)
 
-bool vtio_mem_is_mapped(struct vtio_mem *mem, uint64_t pa, uint64_t len)
+/* Whether every byte of [pa, pa + len) is in a region of m (of RAM only if
+ * ram_only). */
+static bool all_in_regions(const struct map *m, uint64_t pa, uint64_t len, bool ram_only)
 {
     if (range_wraps(pa, len))
         return false;
-    const struct map *m = map_get(mem);
     while (len) {
         struct piece p = piece_at(m, pa, len);
-        if (!p.r)
+        if (!p.r || (ram_only && p.r->kind != REGION_RAM))
             return false;
         pa += p.len, len -= p.len;
     }
     return true;
+}
+
+bool vtio_mem_is_mapped(struct vtio_mem *mem, uint64_t pa, uint64_t len)
+{
+    return all_in_regions(map_get(mem), pa, len, false);
 }
 
 bool vtio_mem_is_ram(struct vtio_mem *mem, uint64_t pa, uint64_t len)
 {
-    if (range_wraps(pa, len))
-        return false;
-    const struct map *m = map_get(mem);
-    while (len) {
-        struct piece p = piece_at(m, pa, len);
-        if (!p.r || p.r->kind != REGION_RAM)
-            return false;
-        pa += p.len, len -= p.len;
-    }
-    return true;
+    return all_in_regions(map_get(mem), pa, len, true);
 }
 
-static int dev_check(struct vtio_mem *mem, uint64_t pa, size_t len)
+/* Checks a device access against snapshot m; on success the access must be
+ * performed against the same m. */
+static int dev_check(struct vtio_mem *mem, const struct map *m, uint64_t pa, size_t len)
 {
     if (len && pa + len - 1 < pa)
         return -EINVAL;
-    if (len && !vtio_mem_is_mapped(mem, pa, len)) {
+    if (len && !all_in_regions(m, pa, len, false)) {
         atomic_fetch_add_explicit(&mem->dev_hole_accesses, 1, memory_order_relaxed);
         return -EFAULT;
     }
@@ -537,17 +540,19 @@ static int dev_check(struct vtio_mem *mem, uint64_t pa, size_t len)
 
 int vtio_mem_dev_read(struct vtio_mem *mem, uint64_t pa, void *buf, size_t len)
 {
-    int ret = dev_check(mem, pa, len);
+    const struct map *m = map_get(mem);
+    int ret = dev_check(mem, m, pa, len);
     if (ret == 0)
-        access_read(mem, pa, buf, len);
+        access_read(mem, m, pa, buf, len);
     return ret;
 }
 
 int vtio_mem_dev_write(struct vtio_mem *mem, uint64_t pa, const void *buf, size_t len)
 {
-    int ret = dev_check(mem, pa, len);
+    const struct map *m = map_get(mem);
+    int ret = dev_check(mem, m, pa, len);
     if (ret == 0)
-        access_write(mem, pa, buf, len);
+        access_write(mem, m, pa, buf, len);
     return ret;
 }
 

@@ -24,9 +24,10 @@
  * Immutable after vtio_pci_dev_create(): info, rid, name, bus, the capability
  * offsets, the BAR geometry and the masks.  Those are read without the lock.
  *
- * Internal functions are not VTIO_API (hidden in the shared library) but
- * keep the vtio_pci_ prefix so they cannot collide with a host program
- * linking the static library.
+ * Internal names are not VTIO_API (hidden in the shared library) and use
+ * the vtio_pcibus_ prefix: vtio_ so they cannot collide with a program that
+ * links the static library, pcibus_ so they cannot collide with the host
+ * side's PCI code (src/host/pci uses vtio_pci_ for its own names).
  */
 #ifndef VTIO_HW_PCI_INTERNAL_H
 #define VTIO_HW_PCI_INTERNAL_H
@@ -37,16 +38,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define VTIO_PCI_NUM_BARS 6
+#define VTIO_PCIBUS_NUM_BARS 6
 
 /* Where the bus puts the capabilities (all in the first 256 bytes). */
-#define VTIO_PCI_EXP_CAP_SIZE  0x3c   /* PCIe capability, version 2 */
-#define VTIO_PCI_MSI_CAP_SIZE  0x18   /* 64-bit, per-vector masking */
-#define VTIO_PCI_MSIX_CAP_SIZE 0x0c
+#define VTIO_PCIBUS_EXP_CAP_SIZE  0x3c   /* PCIe capability, version 2 */
+#define VTIO_PCIBUS_MSI_CAP_SIZE  0x18   /* 64-bit, per-vector masking */
+#define VTIO_PCIBUS_MSIX_CAP_SIZE 0x0c
 
 /* One BAR slot.  Geometry is fixed at creation; mapping state follows
  * COMMAND.MEM and the programmed base, under dev->lock. */
-struct vtio_pci_bar {
+struct vtio_pcibus_bar {
     struct vtio_pci_dev *dev;
     unsigned index;
     uint64_t size;            /* 0: unused, or the upper half of a 64-bit BAR */
@@ -59,7 +60,7 @@ struct vtio_pci_bar {
     uint64_t mapped_base;
 };
 
-struct vtio_pci_msg {
+struct vtio_pcibus_msg {
     uint64_t addr;
     uint32_t data;
 };
@@ -80,7 +81,7 @@ struct vtio_pci_dev {
     /* Capability offsets in cfg; 0 = absent. */
     uint8_t exp_cap, msi_cap, msix_cap;
 
-    struct vtio_pci_bar bar[VTIO_PCI_NUM_BARS];
+    struct vtio_pcibus_bar bar[VTIO_PCIBUS_NUM_BARS];
 
     /* MSI-X: table entries and pending bits, under lock. */
     unsigned msix_vectors;
@@ -100,44 +101,45 @@ struct vtio_pci_bus {
     _Atomic(struct vtio_pci_dev *) *slots;
 };
 
-/* Little-endian access to byte arrays (config space, the MSI-X table). */
-static inline uint32_t vtio_pci_le_get(const uint8_t *p, unsigned size)
+/* Little-endian access to byte arrays (config space, the MSI-X table);
+ * size is 1..8. */
+static inline uint64_t vtio_pcibus_le_get(const uint8_t *p, unsigned size)
 {
-    uint32_t v = 0;
+    uint64_t v = 0;
     for (unsigned i = 0; i < size; i++)
-        v |= (uint32_t)p[i] << (8 * i);
+        v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
 
-static inline void vtio_pci_le_put(uint8_t *p, uint32_t v, unsigned size)
+static inline void vtio_pcibus_le_put(uint8_t *p, uint64_t v, unsigned size)
 {
     for (unsigned i = 0; i < size; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* config.c */
-void vtio_pci_config_build(struct vtio_pci_dev *dev);
-uint32_t vtio_pci_config_read(struct vtio_pci_dev *dev, uint16_t off, unsigned size);
-void vtio_pci_config_write(struct vtio_pci_dev *dev, uint16_t off, uint32_t val,
-                           unsigned size);
-uint16_t vtio_pci_config_get16_locked(const struct vtio_pci_dev *dev, unsigned off);
-uint32_t vtio_pci_config_get32_locked(const struct vtio_pci_dev *dev, unsigned off);
+void vtio_pcibus_config_build(struct vtio_pci_dev *dev);
+uint32_t vtio_pcibus_config_read(struct vtio_pci_dev *dev, uint16_t off, unsigned size);
+void vtio_pcibus_config_write(struct vtio_pci_dev *dev, uint16_t off, uint32_t val,
+                              unsigned size);
+uint16_t vtio_pcibus_config_get16_locked(const struct vtio_pci_dev *dev, unsigned off);
+uint32_t vtio_pcibus_config_get32_locked(const struct vtio_pci_dev *dev, unsigned off);
 
 /* bar.c */
-int vtio_pci_bars_check(const struct vtio_pci_dev_info *info);
-void vtio_pci_bars_build(struct vtio_pci_dev *dev);
-void vtio_pci_bars_update_locked(struct vtio_pci_dev *dev);
-void vtio_pci_bars_unmap_locked(struct vtio_pci_dev *dev);
+int vtio_pcibus_bars_check(const struct vtio_pci_dev_info *info);
+void vtio_pcibus_bars_build(struct vtio_pci_dev *dev);
+void vtio_pcibus_bars_update_locked(struct vtio_pci_dev *dev);
+void vtio_pcibus_bars_unmap_locked(struct vtio_pci_dev *dev);
 
 /* msi.c */
-int vtio_pci_msi_check(const struct vtio_pci_dev_info *info);
-int vtio_pci_msix_alloc(struct vtio_pci_dev *dev);
-void vtio_pci_msix_free(struct vtio_pci_dev *dev);
-void vtio_pci_msix_reset_locked(struct vtio_pci_dev *dev);
-bool vtio_pci_msix_table_hit(const struct vtio_pci_bar *bar, uint64_t off, unsigned size);
-uint64_t vtio_pci_msix_mmio_read(struct vtio_pci_dev *dev, uint64_t off, unsigned size);
-void vtio_pci_msix_mmio_write(struct vtio_pci_dev *dev, uint64_t off, uint64_t val,
-                              unsigned size);
-void vtio_pci_deliver_pending(struct vtio_pci_dev *dev);
+int vtio_pcibus_msi_check(const struct vtio_pci_dev_info *info);
+int vtio_pcibus_msix_alloc(struct vtio_pci_dev *dev);
+void vtio_pcibus_msix_free(struct vtio_pci_dev *dev);
+void vtio_pcibus_msix_reset_locked(struct vtio_pci_dev *dev);
+bool vtio_pcibus_msix_claims(const struct vtio_pcibus_bar *bar, uint64_t off);
+uint64_t vtio_pcibus_msix_mmio_read(struct vtio_pci_dev *dev, uint64_t off, unsigned size);
+void vtio_pcibus_msix_mmio_write(struct vtio_pci_dev *dev, uint64_t off, uint64_t val,
+                                 unsigned size);
+void vtio_pcibus_deliver_pending(struct vtio_pci_dev *dev);
 
 #endif

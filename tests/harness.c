@@ -57,11 +57,14 @@ void vtio_test_fail_mem(const char *file, int line, const char *ea, const char *
 
 const char *vtio_test_errname(int negerr)
 {
-    static __thread char buf[64];
+    /* Two buffers, so one message can name two errors. */
+    static __thread char buf[2][64];
+    static __thread int which;
     if (negerr >= 0)
         return "ok";
-    snprintf(buf, sizeof(buf), "%s", strerror(-negerr));
-    return buf;
+    which ^= 1;
+    snprintf(buf[which], sizeof(buf[which]), "%s", strerror(-negerr));
+    return buf[which];
 }
 
 uint64_t vtio_test_rand(uint64_t *state)

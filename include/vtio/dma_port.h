@@ -18,7 +18,10 @@
  *    ordered as vtio_mem promises: a device that writes data and then a
  *    status word publishes both.
  *  - An interrupt is a posted write like any other, so it is ordered after
- *    the device's earlier writes on the same thread.
+ *    the device's earlier writes on the same thread.  A 4-byte aligned
+ *    vtio_dma_write() into the window 0xFEE00000-0xFEEFFFFF is an interrupt
+ *    message (it goes through vtio_dma_msi()); any other data access that
+ *    touches the window, or that an IOMMU translates into it, is refused.
  *
  * Threads: a port may be used by many device threads at once; configuration
  * (bus master, translator) may change concurrently and takes effect for the

@@ -107,7 +107,10 @@ static int check_range(struct vtio_dma_port *port, const struct vtio_dma_transla
     while (len) {
         uint64_t pa, span;
         int ret = xlate(port, xl, addr, len, access, &pa, &span);
-        if (ret == 0 && !vtio_mem_is_mapped(port->mem, pa, span))
+        /* A translation into the interrupt window is undefined in VT-d
+         * (software must not map it); vtio refuses it. */
+        if (ret == 0 && (!vtio_mem_is_mapped(port->mem, pa, span) ||
+                         (xl && in_msi_window(pa, span))))
             ret = -EFAULT;
         if (ret < 0) {
             COUNT(port, faults, 1);
@@ -218,6 +221,9 @@ int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t l
 
 int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, size_t len)
 {
+    int ret = gate(port, addr, len);
+    if (ret < 0)
+        return ret;
     if (in_msi_window(addr, len)) {
         uint32_t data;
         if (len != 4 || (addr & 3)) {
@@ -228,9 +234,7 @@ int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, s
         return vtio_dma_msi(port, addr, data);
     }
     const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
-    int ret = gate(port, addr, len);
-    if (ret == 0)
-        ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE);
+    ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE);
     if (ret == 0)
         ret = move_out(port, xl, addr, buf, len);
     if (ret == 0) {
@@ -266,8 +270,12 @@ int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64
             break;
         }
         uint64_t n = s.len < d.len ? s.len : d.len;
-        if (s.host && d.host) {
+        if (s.host && d.host && n > 8) {
             memmove(d.host, s.host, n);
+        } else if (s.host && d.host) {
+            uint64_t word;          /* keep small aligned copies single-copy atomic */
+            vtio_ram_load(&word, s.host, n);
+            vtio_ram_store(d.host, &word, n);
         } else {
             uint8_t bounce[64];
             n = n < sizeof(bounce) ? n : sizeof(bounce);
@@ -310,7 +318,7 @@ int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, ui
             size_t n = left < chunk ? left : chunk;
             const uint8_t *from = (const uint8_t *)buf + (done % 8);
             if (d.host)
-                memcpy(d.host + (d.len - left), from, n);
+                vtio_ram_store(d.host + (d.len - left), from, n);
             else
                 ret = move_out(port, xl, dst + done, from, n);
             done += n, left -= n;

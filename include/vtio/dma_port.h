@@ -53,11 +53,17 @@ enum vtio_dma_access {
  * msi(): an interrupt request (a write to the 0xFEEx_xxxx window).  Returns 0
  * when the message was handled (remapped, or blocked and recorded), or
  * -ENOSYS to let the write go on to memory untranslated.
+ *
+ * access_begin() / access_end() (optional) bracket every access, both of its
+ * passes: an IOMMU uses them to wait out DMA in flight when it invalidates
+ * (the invalidation-wait guarantee).
  */
 struct vtio_dma_translator_ops {
     int (*translate)(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
                      enum vtio_dma_access access, uint64_t *pa, uint64_t *span);
     int (*msi)(void *opaque, uint16_t rid, uint64_t addr, uint32_t data);
+    void (*access_begin)(void *opaque);
+    void (*access_end)(void *opaque);
 };
 
 struct vtio_dma_translator {

@@ -16,6 +16,10 @@
  * goes out as vtio_dma_msi(), where an IOMMU may remap or block it; any
  * other write that touches the window is refused.
  *
+ * Each public call is one access for the translator: both passes run inside
+ * its access_begin/access_end bracket, which is how an IOMMU knows which
+ * DMA is in flight when it must wait for it after an invalidation.
+ *
  * The port keeps no lock: bus mastering and the translator are atomics read
  * once per access, and the counters are relaxed atomics.
  */
@@ -65,6 +69,21 @@ void vtio_dma_port_get_stats(struct vtio_dma_port *port, struct vtio_dma_port_st
 /* ------------------------------------------------------------------------
  * Translation and checking.
  */
+
+/* Loads the translator for one access and opens its bracket. */
+static const struct vtio_dma_translator *access_begin(struct vtio_dma_port *port)
+{
+    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
+    if (xl && xl->ops->access_begin)
+        xl->ops->access_begin(xl->opaque);
+    return xl;
+}
+
+static void access_end(const struct vtio_dma_translator *xl)
+{
+    if (xl && xl->ops->access_end)
+        xl->ops->access_end(xl->opaque);
+}
 
 /* Translates the piece of [iova, iova + len) that starts at iova. */
 static int xlate(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
@@ -132,12 +151,12 @@ static int check_target(struct vtio_dma_port *port, const struct vtio_dma_transl
     return check_range(port, xl, addr, len, VTIO_DMA_WRITE);
 }
 
-int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
-                   enum vtio_dma_access access)
+static int do_check(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr, uint64_t len,
+                    enum vtio_dma_access access)
 {
     int ret = gate(port, addr, len);
     if (ret == 0)
-        ret = check_range(port, atomic_load(&port->xlat), addr, len, access);
+        ret = check_range(port, xl, addr, len, access);
     return ret;
 }
 
@@ -204,9 +223,9 @@ static int move_out(struct vtio_dma_port *port, const struct vtio_dma_translator
     return 0;
 }
 
-int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len)
+static int do_read(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr, void *buf,
+                   size_t len)
 {
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
     int ret = gate(port, addr, len);
     if (ret == 0)
         ret = check_range(port, xl, addr, len, VTIO_DMA_READ);
@@ -219,7 +238,8 @@ int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t l
     return ret;
 }
 
-int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, size_t len)
+static int do_write(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr,
+                    const void *buf, size_t len)
 {
     int ret = gate(port, addr, len);
     if (ret < 0)
@@ -233,7 +253,6 @@ int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, s
         memcpy(&data, buf, 4);
         return vtio_dma_msi(port, addr, data);
     }
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
     ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE);
     if (ret == 0)
         ret = move_out(port, xl, addr, buf, len);
@@ -248,10 +267,9 @@ int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, s
  * The device-internal operations walk two ranges (or one) segment by
  * segment; where a segment is not RAM they stage through a small buffer.
  */
-int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64_t len,
-                  enum vtio_dma_access *which)
+static int do_copy(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t dst, uint64_t src,
+                   uint64_t len, enum vtio_dma_access *which)
 {
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
     enum vtio_dma_access side = VTIO_DMA_READ;
     int ret = gate(port, src, len);
     if (ret == 0)
@@ -296,9 +314,9 @@ int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64
     return ret;
 }
 
-int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, uint64_t len)
+static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t dst, uint64_t pattern,
+                   uint64_t len)
 {
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
     int ret = gate(port, dst, len);
     if (ret == 0)
         ret = check_target(port, xl, dst, len);
@@ -331,10 +349,9 @@ int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, ui
     return ret;
 }
 
-int vtio_dma_compare(struct vtio_dma_port *port, uint64_t a, uint64_t b, uint64_t len,
-                     uint64_t *diff)
+static int do_compare(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t a, uint64_t b,
+                      uint64_t len, uint64_t *diff)
 {
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
     int ret = gate(port, a, len);
     if (ret == 0 && (ret = gate(port, b, len)) == 0 &&
         (ret = check_range(port, xl, a, len, VTIO_DMA_READ)) == 0)
@@ -368,6 +385,50 @@ int vtio_dma_compare(struct vtio_dma_port *port, uint64_t a, uint64_t b, uint64_
         COUNT(port, bytes_read, 2 * (off < len ? off + 1 : len));
     }
     return ret;
+}
+
+/*
+ * The public calls: each access is one bracket for the translator.
+ */
+#define BRACKETED(call)                                                        \
+    do {                                                                       \
+        const struct vtio_dma_translator *xl = access_begin(port);            \
+        int ret = call;                                                        \
+        access_end(xl);                                                        \
+        return ret;                                                            \
+    } while (0)
+
+int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
+                   enum vtio_dma_access access)
+{
+    BRACKETED(do_check(port, xl, addr, len, access));
+}
+
+int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len)
+{
+    BRACKETED(do_read(port, xl, addr, buf, len));
+}
+
+int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, size_t len)
+{
+    BRACKETED(do_write(port, xl, addr, buf, len));
+}
+
+int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64_t len,
+                  enum vtio_dma_access *which)
+{
+    BRACKETED(do_copy(port, xl, dst, src, len, which));
+}
+
+int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, uint64_t len)
+{
+    BRACKETED(do_fill(port, xl, dst, pattern, len));
+}
+
+int vtio_dma_compare(struct vtio_dma_port *port, uint64_t a, uint64_t b, uint64_t len,
+                     uint64_t *diff)
+{
+    BRACKETED(do_compare(port, xl, a, b, len, diff));
 }
 
 int vtio_dma_msi(struct vtio_dma_port *port, uint64_t addr, uint32_t data)

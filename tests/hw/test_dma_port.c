@@ -186,8 +186,9 @@ static int fake_msi(void *opaque, uint16_t rid, uint64_t addr, uint32_t data)
     return f->msi_ret;
 }
 
-static const struct vtio_dma_translator_ops fake_ops = { fake_translate, fake_msi };
-static const struct vtio_dma_translator_ops fake_ops_nomsi = { fake_translate, NULL };
+static const struct vtio_dma_translator_ops fake_ops = { .translate = fake_translate,
+                                                        .msi = fake_msi };
+static const struct vtio_dma_translator_ops fake_ops_nomsi = { .translate = fake_translate };
 
 /* IOVA page i -> a scattered PA page in [1 MiB, 4 MiB), crossing the RAM
  * region boundary, never the identity. */
@@ -1048,7 +1049,60 @@ static int ident_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t l
     return 0;
 }
 
-static const struct vtio_dma_translator_ops ident_ops = { ident_translate, NULL };
+static const struct vtio_dma_translator_ops ident_ops = { .translate = ident_translate };
+
+/* ---- the access bracket: every call is one begin/end pair around all of
+ * its translations (what an IOMMU needs to wait out DMA in flight). */
+struct bracket {
+    int depth, pairs, bad;       /* bad: a translation outside a bracket */
+};
+
+static int bracket_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
+                             enum vtio_dma_access access, uint64_t *pa, uint64_t *span)
+{
+    struct bracket *b = opaque;
+    (void)rid, (void)access;
+    if (b->depth != 1)
+        b->bad++;
+    *pa = iova;
+    *span = len;
+    return 0;
+}
+static void bracket_begin(void *opaque) { ((struct bracket *)opaque)->depth++; }
+static void bracket_end(void *opaque)
+{
+    struct bracket *b = opaque;
+    b->depth--;
+    b->pairs++;
+}
+static const struct vtio_dma_translator_ops bracket_ops = {
+    .translate = bracket_translate, .access_begin = bracket_begin, .access_end = bracket_end,
+};
+
+static void t_access_bracket(void)
+{
+    struct vtio_mem *m = vtio_mem_create();
+    CHECK_OK(vtio_mem_add_ram(m, 0, 2 * MiB, "ram"));
+    struct vtio_dma_port port;
+    vtio_dma_port_init(&port, m, 0x10);
+    vtio_dma_port_set_bus_master(&port, true);
+    struct bracket b = { 0 };
+    struct vtio_dma_translator xl = { &bracket_ops, &b };
+    vtio_dma_port_set_translator(&port, &xl);
+    uint8_t buf[64] = { 1 };
+    uint64_t diff;
+    CHECK_OK(vtio_dma_write(&port, 0x1000, buf, sizeof(buf)));
+    CHECK_OK(vtio_dma_read(&port, 0x1000, buf, sizeof(buf)));
+    CHECK_OK(vtio_dma_copy(&port, 0x2000, 0x1000, 64, NULL));
+    CHECK_OK(vtio_dma_fill(&port, 0x3000, 7, 64));
+    CHECK_OK(vtio_dma_compare(&port, 0x1000, 0x2000, 64, &diff));
+    CHECK_OK(vtio_dma_check(&port, 0x1000, 64, VTIO_DMA_READ));
+    CHECK_EQ(b.pairs, 6);
+    CHECK_EQ(b.depth, 0);
+    CHECK_EQ(b.bad, 0);
+    vtio_dma_port_set_translator(&port, NULL);
+    vtio_mem_destroy(m);
+}
 
 struct dev_thread {
     struct vtio_dma_port *port;
@@ -1172,6 +1226,8 @@ static void t_small_fill_copy_atomic(void)
 }
 
 static const struct vtio_test tests[] = {
+    { "access_bracket", "every call is one access_begin/end pair around all its translations",
+      t_access_bracket },
     { "bme_off", "a fresh port has bus mastering off: every operation is -EPERM, moves nothing and counts a master abort", t_bme_off },
     { "bme_off_msi_window", "with bus mastering off, writes aimed at the MSI window are -EPERM too, whatever their size", t_bme_off_msi_window },
     { "read_write", "reads and writes of many lengths across a RAM region boundary move exactly the data, with counted stats", t_read_write },

@@ -60,7 +60,9 @@ struct vtio_dma_engine;
 #define  VTIO_DMAE_CTRL_RESET 0x2     /* W1: stop, clear state (self-clearing) */
 #define  VTIO_DMAE_CTRL_IE    0x4     /* interrupts enabled */
 #define VTIO_DMAE_HEAD        0x10    /* RO32: next descriptor to complete */
-#define VTIO_DMAE_TAIL        0x14    /* RW32: doorbell, one past the last ready */
+#define VTIO_DMAE_TAIL        0x14    /* RW32: doorbell, one past the last ready;
+                                         HEAD == TAIL is an empty ring, so at most
+                                         RING_SIZE - 1 descriptors are outstanding */
 #define VTIO_DMAE_STATUS      0x18    /* RO32 */
 #define  VTIO_DMAE_STATUS_STATE(s) ((s) & 0x3)
 #define  VTIO_DMAE_STATE_IDLE    0    /* not enabled */
@@ -151,7 +153,10 @@ VTIO_API int vtio_dma_engine_create(struct vtio_pci_bus *bus, uint8_t busno, uin
                                     const struct vtio_dma_engine_config *cfg,
                                     struct vtio_dma_engine **out);
 /* Stops the channel threads (finishing the descriptor in progress) and frees
- * the model.  Destroy the engine before its bus. */
+ * the model.  Destroy the engine before its bus: the PCI function stays
+ * plugged (the bus has no unplug), so from here on nothing may reach it
+ * (BARs, configuration space, FLR) but vtio_pci_bus_destroy().  Not from an
+ * interrupt handler of the engine. */
 VTIO_API void vtio_dma_engine_destroy(struct vtio_dma_engine *eng);
 VTIO_API struct vtio_pci_dev *vtio_dma_engine_pci(struct vtio_dma_engine *eng);
 

@@ -108,9 +108,14 @@ VTIO_API void vtio_dma_port_get_stats(struct vtio_dma_port *port,
 VTIO_API int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len);
 VTIO_API int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf,
                             size_t len);
-/* Checks that [addr, addr + len) may be accessed, without accessing it. */
+/* Checks that [addr, addr + len) may be accessed, without accessing it
+ * (a write check also refuses the interrupt window). */
 VTIO_API int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                             enum vtio_dma_access access);
+/* vtio_dma_check() that also says where: on failure *fault is the first
+ * address refused.  Translation stops there, so an IOMMU records one fault. */
+VTIO_API int vtio_dma_find_fault(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
+                                 enum vtio_dma_access access, uint64_t *fault);
 /* Memory to memory inside the device's data path, without a staging copy.
  * A fault on the source is reported as such: *which (if not NULL) is set to
  * VTIO_DMA_READ or VTIO_DMA_WRITE for the side that failed. */

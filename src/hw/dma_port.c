@@ -119,20 +119,43 @@ static int gate(struct vtio_dma_port *port, uint64_t addr, uint64_t len)
     return 0;
 }
 
-/* First pass: every byte translates and lands in RAM or MMIO. */
+/* The first byte of [pa, pa + len) that is in no region (len if none). */
+static uint64_t mapped_prefix(struct vtio_mem *mem, uint64_t pa, uint64_t len)
+{
+    uint64_t lo = 0, hi = len;                /* [pa, pa + lo) mapped; pa + hi not */
+    if (vtio_mem_is_mapped(mem, pa, len))
+        return len;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (vtio_mem_is_mapped(mem, pa + lo, mid - lo))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return vtio_mem_is_mapped(mem, pa, 1) ? lo : 0;
+}
+
+/* First pass: every byte translates and lands in RAM or MMIO.  On failure
+ * *fault (if not NULL) is the first device address refused; translation
+ * stops at the first refused piece, so an IOMMU records one fault. */
 static int check_range(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
-                       uint64_t addr, uint64_t len, enum vtio_dma_access access)
+                       uint64_t addr, uint64_t len, enum vtio_dma_access access,
+                       uint64_t *fault)
 {
     while (len) {
         uint64_t pa, span;
         int ret = xlate(port, xl, addr, len, access, &pa, &span);
         /* A translation into the interrupt window is undefined in VT-d
          * (software must not map it); vtio refuses it. */
-        if (ret == 0 && (!vtio_mem_is_mapped(port->mem, pa, span) ||
-                         (xl && in_msi_window(pa, span))))
+        if (ret == 0 && xl && in_msi_window(pa, span))
+            ret = -EFAULT;
+        uint64_t ok = ret == 0 ? mapped_prefix(port->mem, pa, span) : 0;
+        if (ret == 0 && ok < span)
             ret = -EFAULT;
         if (ret < 0) {
             COUNT(port, faults, 1);
+            if (fault)
+                *fault = addr + ok;
             return ret;
         }
         addr += span, len -= span;
@@ -142,21 +165,26 @@ static int check_range(struct vtio_dma_port *port, const struct vtio_dma_transla
 
 /* A data write must not touch the interrupt window (see the top comment). */
 static int check_target(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
-                        uint64_t addr, uint64_t len)
+                        uint64_t addr, uint64_t len, uint64_t *fault)
 {
     if (in_msi_window(addr, len)) {
         COUNT(port, faults, 1);
+        if (fault)
+            *fault = addr > VTIO_MSI_WINDOW_BASE ? addr : VTIO_MSI_WINDOW_BASE;
         return -EFAULT;
     }
-    return check_range(port, xl, addr, len, VTIO_DMA_WRITE);
+    return check_range(port, xl, addr, len, VTIO_DMA_WRITE, fault);
 }
 
-static int do_check(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr, uint64_t len,
-                    enum vtio_dma_access access)
+static int do_check(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+                    uint64_t addr, uint64_t len, enum vtio_dma_access access, uint64_t *fault)
 {
     int ret = gate(port, addr, len);
+    if (ret < 0 && fault)
+        *fault = addr;
     if (ret == 0)
-        ret = check_range(port, xl, addr, len, access);
+        ret = access == VTIO_DMA_WRITE ? check_target(port, xl, addr, len, fault)
+                                       : check_range(port, xl, addr, len, access, fault);
     return ret;
 }
 
@@ -228,7 +256,7 @@ static int do_read(struct vtio_dma_port *port, const struct vtio_dma_translator 
 {
     int ret = gate(port, addr, len);
     if (ret == 0)
-        ret = check_range(port, xl, addr, len, VTIO_DMA_READ);
+        ret = check_range(port, xl, addr, len, VTIO_DMA_READ, NULL);
     if (ret == 0)
         ret = move_in(port, xl, addr, buf, len);
     if (ret == 0) {
@@ -253,7 +281,7 @@ static int do_write(struct vtio_dma_port *port, const struct vtio_dma_translator
         memcpy(&data, buf, 4);
         return vtio_dma_msi(port, addr, data);
     }
-    ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE);
+    ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE, NULL);
     if (ret == 0)
         ret = move_out(port, xl, addr, buf, len);
     if (ret == 0) {
@@ -274,8 +302,8 @@ static int do_copy(struct vtio_dma_port *port, const struct vtio_dma_translator 
     int ret = gate(port, src, len);
     if (ret == 0)
         ret = gate(port, dst, len);
-    if (ret == 0 && (ret = check_range(port, xl, src, len, VTIO_DMA_READ)) == 0 &&
-        (ret = check_target(port, xl, dst, len)) < 0)
+    if (ret == 0 && (ret = check_range(port, xl, src, len, VTIO_DMA_READ, NULL)) == 0 &&
+        (ret = check_target(port, xl, dst, len, NULL)) < 0)
         side = VTIO_DMA_WRITE;
     while (ret == 0 && len) {
         struct segment s, d;
@@ -319,7 +347,7 @@ static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator 
 {
     int ret = gate(port, dst, len);
     if (ret == 0)
-        ret = check_target(port, xl, dst, len);
+        ret = check_target(port, xl, dst, len, NULL);
     /* A pattern buffer whose byte i is pattern byte i % 8, with 8 bytes of
      * slack so a segment at any transfer offset starts at the right phase. */
     uint64_t buf[513];
@@ -354,8 +382,8 @@ static int do_compare(struct vtio_dma_port *port, const struct vtio_dma_translat
 {
     int ret = gate(port, a, len);
     if (ret == 0 && (ret = gate(port, b, len)) == 0 &&
-        (ret = check_range(port, xl, a, len, VTIO_DMA_READ)) == 0)
-        ret = check_range(port, xl, b, len, VTIO_DMA_READ);
+        (ret = check_range(port, xl, a, len, VTIO_DMA_READ, NULL)) == 0)
+        ret = check_range(port, xl, b, len, VTIO_DMA_READ, NULL);
     uint64_t off = 0;
     while (ret == 0 && off < len) {
         uint8_t ba[64], bb[64];
@@ -401,7 +429,13 @@ static int do_compare(struct vtio_dma_port *port, const struct vtio_dma_translat
 int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                    enum vtio_dma_access access)
 {
-    BRACKETED(do_check(port, xl, addr, len, access));
+    BRACKETED(do_check(port, xl, addr, len, access, NULL));
+}
+
+int vtio_dma_find_fault(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
+                        enum vtio_dma_access access, uint64_t *fault)
+{
+    BRACKETED(do_check(port, xl, addr, len, access, fault));
 }
 
 int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len)

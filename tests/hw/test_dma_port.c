@@ -541,6 +541,38 @@ static void t_check(void)
     fx_fini(&f);
 }
 
+/* vtio_dma_find_fault names the first refused address, translating no
+ * further than the refused page; a write check refuses the interrupt window. */
+static void t_find_fault(void)
+{
+    struct fx f;
+    fx_init(&f, true);
+    uint64_t fault = 0;
+    CHECK_OK(vtio_dma_find_fault(&f.port, 0, 4096, VTIO_DMA_READ, &fault));
+    CHECK_ERR(vtio_dma_find_fault(&f.port, DEV_BASE + 0x3f0, 0x11, VTIO_DMA_READ, &fault),
+              -EFAULT);
+    CHECK_EQ(fault, DEV_BASE + 0x400);                 /* the first byte of the hole */
+    CHECK_ERR(vtio_dma_find_fault(&f.port, 0xFEDFFFF0ull, 0x20, VTIO_DMA_WRITE, &fault),
+              -EFAULT);
+    CHECK_EQ(fault, 0xFEE00000ull);
+    CHECK_ERR(vtio_dma_check(&f.port, 0xFEE00000ull, 4, VTIO_DMA_WRITE), -EFAULT);
+    fx_fini(&f);
+
+    fx_init(&f, false);
+    struct fake_iommu io;
+    fake_init(&io);
+    const struct vtio_dma_translator xl = { &fake_ops, &io };
+    vtio_dma_port_set_translator(&f.port, &xl);
+    io.err[5] = -EACCES;
+    io.calls = 0;
+    CHECK_ERR(vtio_dma_find_fault(&f.port, IOVA_BASE + 2 * VTIO_PAGE_SIZE + 8,
+                                  6 * VTIO_PAGE_SIZE, VTIO_DMA_READ, &fault), -EACCES);
+    CHECK_EQ(fault, IOVA_BASE + 5 * VTIO_PAGE_SIZE);
+    CHECK_EQ(io.calls, 4);                             /* pages 2, 3, 4, then 5 refused */
+    vtio_dma_port_set_translator(&f.port, NULL);
+    fx_fini(&f);
+}
+
 /* A range whose last byte is a hole is refused whole by every operation. */
 static void t_hole_guard(void)
 {
@@ -1226,6 +1258,8 @@ static void t_small_fill_copy_atomic(void)
 }
 
 static const struct vtio_test tests[] = {
+    { "find_fault", "find_fault names the first refused byte and stops translating there",
+      t_find_fault },
     { "access_bracket", "every call is one access_begin/end pair around all its translations",
       t_access_bracket },
     { "bme_off", "a fresh port has bus mastering off: every operation is -EPERM, moves nothing and counts a master abort", t_bme_off },

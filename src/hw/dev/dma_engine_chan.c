@@ -104,13 +104,10 @@ static bool begin(struct dmae_chan *ch, uint32_t epoch)
 /* ---- faults */
 
 /*
- * The first address of [addr, addr + len) that the port refuses, found by
- * bisection.  Each probe checks only the part not yet known good, so with an
- * IOMMU the whole search translates each page at most about twice, and
- * every probe that fails, fails at that same first address (an IOMMU sees
- * the fault repeated, as for a retried request).  A range that runs past the
- * top of the address space faults at 0 if everything below the top is
- * accessible.
+ * The first address of [addr, addr + len) that the port refuses.  The port
+ * stops translating at the first refused page, so an IOMMU sees the fault
+ * once more, as for a retried request.  A range that runs past the top of
+ * the address space faults at 0 if everything below the top is accessible.
  */
 static uint64_t first_fault(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                             enum vtio_dma_access acc)
@@ -118,17 +115,10 @@ static uint64_t first_fault(struct vtio_dma_port *port, uint64_t addr, uint64_t 
     bool wraps = addr && len > -addr;
     if (wraps)
         len = -addr;                             /* the bytes below 2^64 */
-    if (vtio_dma_check(port, addr, len, acc) == 0)
+    uint64_t fault;
+    if (vtio_dma_find_fault(port, addr, len, acc, &fault) == 0)
         return wraps ? 0 : addr;                 /* (or the mapping came back) */
-    uint64_t lo = 0, hi = len;                   /* [addr, addr+lo) good; +hi bad */
-    while (hi - lo > 1) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (vtio_dma_check(port, addr + lo, mid - lo, acc) == 0)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return addr + lo;
+    return fault;
 }
 
 /* The outcome of one descriptor: what its completion record says. */

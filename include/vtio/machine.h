@@ -5,14 +5,19 @@
  *   PCI MMIO     0xC0000000-0xDFFFFFFF for 32-bit BARs,
  *                0x8000000000 (512 GiB) + 64 GiB for 64-bit BARs
  *   ECAM         0xE0000000, 1 MiB per bus (segment 0, buses 0-255)
- *   VT-d unit    0xFED90000 (the next part of the machine)
+ *   VT-d unit    0xFED90000, 4 KiB of registers (unless no_iommu); every
+ *                function of the segment is behind it (DMA and interrupts)
  *   MSI window   0xFEE00000-0xFEEFFFFF (the interrupt sink)
  *   DMA engines  00:03.0, 00:04.0, ...
  *
+ * The VT-d unit powers on with translation and interrupt remapping off, so
+ * until software programs it, DMA reaches physical memory unchanged and
+ * interrupts reach the sink unchanged.
+ *
  * What software may learn of it is in struct vtio_firmware, the part of a
- * real machine's firmware tables (e820, ACPI MCFG, the host bridge's
- * windows) that an OS reads at boot.  Everything else software does goes
- * through memory, registers and interrupts.
+ * real machine's firmware tables (e820, ACPI MCFG and DMAR, the host
+ * bridge's windows) that an OS reads at boot.  Everything else software
+ * does goes through memory, registers and interrupts.
  *
  * Threads: create and destroy from one thread; in between the machine's
  * parts follow their own rules.
@@ -21,6 +26,7 @@
 #define VTIO_MACHINE_H
 
 #include <vtio/common.h>
+#include <vtio/vtd.h>
 
 struct vtio_mem;
 struct vtio_intr;
@@ -43,6 +49,33 @@ struct vtio_machine_config {
     unsigned ncpus;          /* 1..64; 0 means 4 */
     unsigned dma_engines;    /* 0..8 engines on bus 0 (use -1u for none); 0 means 1 */
     unsigned dma_channels;   /* channels per engine; 0 means 4 */
+    bool no_iommu;           /* leave the VT-d unit out (DMA goes straight to RAM) */
+    struct vtio_vtd_caps vtd_caps;   /* what the unit implements; zero: defaults */
+};
+
+/* The ACPI DMAR table (VT-d spec ch. 8), as firmware describes the units. */
+#define VTIO_DMAR_MAX_DRHD       4
+#define VTIO_DMAR_MAX_SCOPE      16
+#define VTIO_DMAR_INTR_REMAP     0x1    /* flags: interrupt remapping supported */
+#define VTIO_DMAR_X2APIC_OPT_OUT 0x2    /* flags: firmware asks the OS not to use x2APIC */
+
+/* A DMA remapping hardware unit definition (DRHD). */
+struct vtio_dmar_drhd {
+    uint64_t base;           /* register base address */
+    uint64_t size;           /* bytes of registers (4 KiB multiple) */
+    uint16_t segment;        /* PCI segment it serves */
+    bool include_all;        /* INCLUDE_PCI_ALL: every function of the segment
+                                that no other DRHD lists */
+    unsigned n_scope;        /* device scopes (endpoints) when !include_all */
+    uint16_t scope[VTIO_DMAR_MAX_SCOPE];   /* their requester ids */
+};
+
+struct vtio_dmar {
+    uint8_t host_addr_width; /* HAW: DMA physical address width in bits
+                                (the ACPI field holds this minus one) */
+    unsigned flags;          /* VTIO_DMAR_INTR_REMAP, VTIO_DMAR_X2APIC_OPT_OUT */
+    unsigned n_drhd;         /* 0: no DMAR table (no IOMMU) */
+    struct vtio_dmar_drhd drhd[VTIO_DMAR_MAX_DRHD];
 };
 
 /* What firmware tells the OS. */
@@ -53,6 +86,7 @@ struct vtio_firmware {
     uint8_t bus_start, bus_end;
     uint64_t mmio32_base, mmio32_size;
     uint64_t mmio64_base, mmio64_size;
+    struct vtio_dmar dmar;
 };
 
 struct vtio_machine {
@@ -61,14 +95,16 @@ struct vtio_machine {
     struct vtio_pci_bus *pci;
     struct vtio_dma_engine *dma_engine[VTIO_MACHINE_MAX_ENGINES];
     unsigned n_dma_engines;
+    struct vtio_vtd *vtd;    /* the VT-d unit; NULL with no_iommu */
     struct vtio_firmware fw;
 };
 
-/* @returns 0 and *out; -EINVAL bad config (message in vtio_last_error());
- * -ENOMEM. */
+/* @returns 0 and *out; -EINVAL bad config, VT-d caps included (message in
+ * vtio_last_error()); -ENOMEM. */
 VTIO_API int vtio_machine_create(const struct vtio_machine_config *cfg,
                                  struct vtio_machine **out);
-/* Stops the devices, then frees everything. */
+/* Stops the devices, then frees everything (devices, bus, VT-d unit, sink,
+ * memory, in that order). */
 VTIO_API void vtio_machine_destroy(struct vtio_machine *m);
 
 #endif

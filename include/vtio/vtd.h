@@ -44,7 +44,11 @@ struct vtio_vtd_platform {
     int (*mem_read)(void *opaque, uint64_t pa, void *buf, size_t len);
     int (*mem_write)(void *opaque, uint64_t pa, const void *buf, size_t len);
     /* An interrupt message (compatibility format) leaving the unit: fault
-     * events, invalidation completion events, and remapped interrupts. */
+     * events, invalidation completion events, and remapped interrupts.
+     * May be NULL (messages are dropped).  Fault and invalidation events are
+     * sent with a unit lock held (fault_lock / reg_lock), like a hard
+     * interrupt: the callback must not call back into the unit (register
+     * access, translate) on the same thread; defer that work. */
     void (*interrupt)(void *opaque, uint64_t addr, uint32_t data);
     void *opaque;
 };
@@ -87,7 +91,10 @@ struct vtio_vtd_resp {
 /*
  * @returns 0 and *out; -EINVAL caps that the spec does not allow (message
  * in vtio_last_error()): bad address width, first-level or nested without
- * scalable mode, interrupt remapping without queued invalidation; -ENOMEM.
+ * scalable mode, interrupt remapping, device-TLBs or scalable mode without
+ * queued invalidation, domain_id_bits odd or outside 4..16, more than 64
+ * fault_regs, more than 20 pasid_bits; -EINVAL also for a NULL out or a
+ * platform without mem_read/mem_write; -ENOMEM.
  */
 VTIO_API int vtio_vtd_create(const struct vtio_vtd_caps *caps,
                              const struct vtio_vtd_platform *platform,
@@ -140,6 +147,8 @@ struct vtio_vtd_stats {
     uint64_t faults_recorded, faults_suppressed;
     uint64_t interrupts_remapped, interrupts_blocked;
     uint64_t qi_descriptors, invalidation_waits;
+    uint64_t faults_dropped;  /* not logged: PFO set, collapsed onto a pending
+                                 FRCD of the same source, or FRCDs full */
 };
 VTIO_API void vtio_vtd_get_stats(struct vtio_vtd *vtd, struct vtio_vtd_stats *st);
 

@@ -210,6 +210,10 @@
 #define VTD_IQA_QS(v)        VTD_FIELD(v, 2, 0)
 #define VTD_ICS_IWC          VTD_BIT(0)
 #define VTD_IQER_IQEI(v)     VTD_FIELD(v, 3, 0)
+#define VTD_IQER_IQEI_MASK   0xfull
+#define VTD_IQER_ITESID(v)   VTD_FIELD(v, 47, 32)  /* source of an ITE */
+#define VTD_IQER_ITESID_SHIFT 32
+#define VTD_IQER_ICESID(v)   VTD_FIELD(v, 63, 48)  /* source of an ICE */
 #define VTD_IQEI_NONE        0
 #define VTD_IQEI_RSVD        1   /* reserved field set / bad descriptor */
 #define VTD_IQEI_DW_MISMATCH 4   /* 256-bit type in a 128-bit queue, or tail misaligned */
@@ -225,7 +229,9 @@
 #define VTD_FRCD_LO_FI_MASK  0xfffffffffffff000ull
 #define VTD_FRCD_LO_IIDX_SHIFT 48                  /* IR faults: interrupt index */
 #define VTD_FRCD_HI_SID(v)   VTD_FIELD(v, 15, 0)
-#define VTD_FRCD_HI_PRIV     VTD_BIT(28)
+#define VTD_FRCD_HI_T2       VTD_BIT(28)           /* type bit 2 (0 for DMA, IR) */
+#define VTD_FRCD_HI_PRIV     VTD_BIT(29)           /* privileged request (with PP) */
+#define VTD_FRCD_HI_EXE      VTD_BIT(30)           /* execute requested (with PP) */
 #define VTD_FRCD_HI_PP       VTD_BIT(31)
 #define VTD_FRCD_HI_FR(v)    VTD_FIELD(v, 39, 32)
 #define VTD_FRCD_HI_FR_SHIFT 32
@@ -399,6 +405,13 @@ enum vtd_fault_reason {
 /* device-TLB */
 #define VTD_INV_DEV_SID(q0)  VTD_FIELD(q0, 47, 32)
 #define VTD_INV_DEV_S        VTD_BIT(0)          /* qw1: size bit */
+#define VTD_INV_DEV_PFSID    0xfff000000000f000ull /* PFSID [63:52] and [3:0] at 15:12 */
+/* PASID-based device-TLB */
+#define VTD_INV_PDEV_SID(q0) VTD_FIELD(q0, 31, 16)
+#define VTD_INV_PDEV_G       VTD_BIT(0)          /* qw1: all PASIDs */
+#define VTD_INV_PDEV_S       VTD_BIT(11)         /* qw1: size bit */
+/* page-group response */
+#define VTD_INV_PGRP_PP      VTD_BIT(4)
 /* interrupt entry cache */
 #define VTD_INV_IEC_G        VTD_BIT(4)          /* 1 index-selective */
 #define VTD_INV_IEC_IM(q0)   VTD_FIELD(q0, 31, 27)
@@ -428,6 +441,9 @@ enum vtd_fault_reason {
 #define VTD_INV_PIOTLB_Q0_RSVD 0xfff000000000f1c0ull
 #define VTD_INV_PIOTLB_Q1_RSVD 0xf80ull
 #define VTD_INV_PC_Q0_RSVD     0xfff000000000f1c0ull
+#define VTD_INV_PDEVTLB_Q1_RSVD 0x7feull
+#define VTD_INV_PGRP_Q0_RSVD   0xfff00000000001e0ull
+#define VTD_INV_PGRP_Q1_RSVD   0xfffffffffffff003ull
 
 /* ---- interrupt remapping table entry (16 B) */
 #define VTD_IRTE_P           VTD_BIT(0)          /* lo */
@@ -446,7 +462,9 @@ enum vtd_fault_reason {
 #define VTD_IRTE_LO_RSVD     0x00000000ff007000ull      /* 14:12, 31:24 (xAPIC: more) */
 #define VTD_IRTE_SID(hi)     VTD_FIELD(hi, 15, 0)        /* hi */
 #define VTD_IRTE_SQ(hi)      VTD_FIELD(hi, 17, 16)
+#define VTD_IRTE_SQ_SHIFT    16
 #define VTD_IRTE_SVT(hi)     VTD_FIELD(hi, 19, 18)
+#define VTD_IRTE_SVT_SHIFT   18
 #define VTD_IRTE_SVT_NONE    0
 #define VTD_IRTE_SVT_SID     1
 #define VTD_IRTE_SVT_BUS     2

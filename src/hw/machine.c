@@ -1,14 +1,25 @@
 /*
  * The default vtio machine: RAM split around the 32-bit PCI hole, the
- * interrupt sink, one PCI segment with ECAM, and DMA engines on bus 0.
- * The memory map is in include/vtio/machine.h; struct vtio_firmware is
- * filled from the same constants, so what firmware reports is what exists.
+ * interrupt sink, one PCI segment with ECAM, a VT-d remapping unit in front
+ * of the whole segment, and DMA engines on bus 0.  The memory map is in
+ * include/vtio/machine.h; struct vtio_firmware is filled from the same
+ * constants, so what firmware reports is what exists.
+ *
+ * The VT-d unit reaches the machine as a device does: its table reads and
+ * status writes are device-side accesses to the address space (a hole is an
+ * error the unit reports as a table access error), and the messages it
+ * sends (fault events, remapped interrupts) are 4-byte writes into the
+ * interrupt window, where the sink picks them up.  Every function of the
+ * segment (DMA engines are the only ones) has the unit as the translator of
+ * its DMA port: the DMAR table says INCLUDE_PCI_ALL.
  */
 #include <vtio/machine.h>
 #include <vtio/dev/dma_engine.h>
 #include <vtio/intr.h>
 #include <vtio/mem.h>
 #include <vtio/pci.h>
+#include <vtio/vtd.h>
+#include <vtio/vtd_regs.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,6 +33,56 @@ static int add_ram(struct vtio_mem *mem, uint64_t ram)
     if (ret == 0 && ram > low)
         ret = vtio_mem_add_ram(mem, VTIO_MACHINE_HIGH_RAM_BASE, ram - low, "ram-high");
     return ret;
+}
+
+/* ---- the VT-d unit's platform: this machine's address space */
+
+static int vtd_mem_read(void *opaque, uint64_t pa, void *buf, size_t len)
+{
+    return vtio_mem_dev_read(opaque, pa, buf, len);
+}
+
+static int vtd_mem_write(void *opaque, uint64_t pa, const void *buf, size_t len)
+{
+    return vtio_mem_dev_write(opaque, pa, buf, len);
+}
+
+static void vtd_interrupt(void *opaque, uint64_t addr, uint32_t data)
+{
+    /* An undeliverable message (outside the window) is dropped, as on a bus. */
+    (void)vtio_mem_dev_write(opaque, addr, &data, sizeof(data));
+}
+
+/* Creates the unit, maps its registers and describes it in the DMAR table. */
+static int add_vtd(struct vtio_machine *m, const struct vtio_vtd_caps *caps)
+{
+    struct vtio_vtd_platform plat = {
+        .mem_read = vtd_mem_read,
+        .mem_write = vtd_mem_write,
+        .interrupt = vtd_interrupt,
+        .opaque = m->mem,
+    };
+    int ret = vtio_vtd_create(caps, &plat, &m->vtd);
+    if (ret < 0)
+        return ret;
+    ret = vtio_mem_add_mmio(m->mem, VTIO_MACHINE_VTD_BASE, VTD_REG_SIZE, &vtio_vtd_mmio_ops,
+                            m->vtd, "vtd");
+    if (ret < 0)
+        return ret;
+    uint64_t cap = vtio_vtd_reg_read(m->vtd, VTD_CAP_REG, 8);
+    uint64_t ecap = vtio_vtd_reg_read(m->vtd, VTD_ECAP_REG, 8);
+    struct vtio_dmar *dmar = &m->fw.dmar;
+    dmar->host_addr_width = (uint8_t)(VTD_CAP_MGAW(cap) + 1);
+    dmar->flags = (ecap & VTD_ECAP_IR ? VTIO_DMAR_INTR_REMAP : 0) |
+                  (ecap & VTD_ECAP_EIM ? 0 : VTIO_DMAR_X2APIC_OPT_OUT);
+    dmar->n_drhd = 1;
+    dmar->drhd[0] = (struct vtio_dmar_drhd){
+        .base = VTIO_MACHINE_VTD_BASE,
+        .size = VTD_REG_SIZE,
+        .segment = m->fw.pci_segment,
+        .include_all = true,
+    };
+    return 0;
 }
 
 int vtio_machine_create(const struct vtio_machine_config *cfg, struct vtio_machine **out)
@@ -72,6 +133,8 @@ int vtio_machine_create(const struct vtio_machine_config *cfg, struct vtio_machi
     if (!(m->pci = vtio_pci_bus_create(m->mem, m->fw.pci_segment, m->fw.ecam_base,
                                        m->fw.bus_start, m->fw.bus_end)))
         goto fail;
+    if (!c.no_iommu && (ret = add_vtd(m, &c.vtd_caps)) < 0)
+        goto fail;
     struct vtio_dma_engine_config ecfg = { .channels = c.dma_channels };
     for (unsigned i = 0; i < c.dma_engines; i++) {
         ret = vtio_dma_engine_create(m->pci, 0, VTIO_PCI_DEVFN(VTIO_MACHINE_FIRST_DEV + i, 0),
@@ -79,6 +142,11 @@ int vtio_machine_create(const struct vtio_machine_config *cfg, struct vtio_machi
         if (ret < 0)
             goto fail;
         m->n_dma_engines++;
+        /* INCLUDE_PCI_ALL: the unit translates this function's DMA. */
+        if (m->vtd)
+            vtio_dma_port_set_translator(
+                vtio_pci_dev_dma_port(vtio_dma_engine_pci(m->dma_engine[i])),
+                vtio_vtd_translator(m->vtd));
     }
     *out = m;
     return 0;
@@ -93,8 +161,14 @@ void vtio_machine_destroy(struct vtio_machine *m)
         return;
     for (unsigned i = 0; i < m->n_dma_engines; i++)
         vtio_dma_engine_destroy(m->dma_engine[i]);
+    /* The bus (and with it every DMA port that names the unit) goes before
+     * the unit. */
     if (m->pci)
         vtio_pci_bus_destroy(m->pci);
+    if (m->vtd) {
+        vtio_mem_remove_mmio(m->mem, VTIO_MACHINE_VTD_BASE);
+        vtio_vtd_destroy(m->vtd);
+    }
     vtio_intr_destroy(m->intr);
     vtio_mem_destroy(m->mem);
     free(m);

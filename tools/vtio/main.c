@@ -9,6 +9,7 @@
 
 static const struct vtio_command commands[] = {
     { "demo", "run the main job on the default machine", cmd_demo },
+    { "dump", "decode the VT-d unit's live state (--example programs one first)", cmd_dump },
 };
 
 static void usage(FILE *f)

@@ -56,6 +56,10 @@ struct vtd_ctx {
     uint64_t fl_root;   /* first-level table */
     uint8_t fl_levels;  /* 4, 5 */
     bool sre, wpe;      /* supervisor requests / write-protect enable (FL) */
+    uint32_t pasid;     /* IOTLB tag: the PASID whose entry was used (RID_PASID
+                           for requests without PASID in scalable mode),
+                           VTD_NO_PASID in legacy mode */
+    bool rid_priv;      /* scalable: privilege of requests without PASID */
 };
 
 /* A translation of one page, as a walk found it or the IOTLB holds it. */
@@ -63,6 +67,27 @@ struct vtd_xlate {
     uint64_t pa;        /* physical base of the page */
     uint8_t shift;      /* page size: 12, 21 or 30 */
     bool read, write;
+};
+
+/* ---- hot-path counters (translate.c)
+ * The counters bumped on every IOTLB-hit translation are sharded per
+ * thread: a shared atomic add there costs more than the lookup itself and
+ * bounces a cache line between device threads (three shared adds cap one
+ * thread near 70 M/s and two threads near 8 M/s each).  A thread owns one
+ * shard (claimed on first use, released when the thread exits) and bumps
+ * it with a relaxed load and store; threads beyond the owned shards share
+ * the last one with atomic adds.  A total is stats.<field> plus
+ * vtd_hot_sum() (vtd_stats_add_hot() adds them into a vtio_vtd_stats). */
+enum vtd_hot_stat {
+    VTD_HOT_TRANSLATIONS,
+    VTD_HOT_IOTLB_HITS,
+    VTD_HOT_CONTEXT_CACHE_HITS,
+    VTD_HOT_N
+};
+#define VTD_STAT_SHARDS 32
+struct vtd_stat_shard {
+    _Atomic uint64_t n[VTD_HOT_N];
+    uint64_t pad_[16 - VTD_HOT_N];       /* 128 bytes: no two shards share a line */
 };
 
 /* ---- per-file state (each owned by the file named) */
@@ -110,11 +135,32 @@ struct vtio_vtd {
         _Atomic uint64_t faults_recorded, faults_suppressed;
         _Atomic uint64_t interrupts_remapped, interrupts_blocked;
         _Atomic uint64_t qi_descriptors, invalidation_waits;
+        _Atomic uint64_t faults_dropped;     /* fault.c: PFO, collapsed, overflow */
     } stats;
+    struct vtd_stat_shard hot[VTD_STAT_SHARDS];   /* see vtd_count_hot() */
 };
 
 #define VTD_COUNT(vtd, field) \
     atomic_fetch_add_explicit(&(vtd)->stats.field, 1, memory_order_relaxed)
+
+/* This thread's shard index (-1 until claimed by vtd_stat_shard_claim). */
+extern _Thread_local int vtd_stat_shard_id __attribute__((tls_model("initial-exec")));
+int vtd_stat_shard_claim(void);
+static inline void vtd_count_hot(struct vtio_vtd *vtd, enum vtd_hot_stat which)
+{
+    int s = vtd_stat_shard_id;
+    if (__builtin_expect(s < 0, 0))
+        s = vtd_stat_shard_claim();
+    _Atomic uint64_t *c = &vtd->hot[s].n[which];
+    if (s == VTD_STAT_SHARDS - 1)        /* the shared overflow shard */
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    else                                 /* owned: no other writer */
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+uint64_t vtd_hot_sum(struct vtio_vtd *vtd, enum vtd_hot_stat which);
+/* Adds the sharded counts to translations, iotlb_hits, context_cache_hits. */
+void vtd_stats_add_hot(struct vtio_vtd *vtd, struct vtio_vtd_stats *st);
 
 /* Table memory through the platform; 0 or negative errno. */
 static inline int vtd_read(struct vtio_vtd *vtd, uint64_t pa, void *buf, size_t len)
@@ -149,6 +195,10 @@ uint64_t vtd_fault_reg_read(struct vtio_vtd *vtd, uint64_t off, unsigned size);
 /* Returns false if off is not a fault register. */
 bool vtd_fault_reg_write(struct vtio_vtd *vtd, uint64_t off, uint64_t val, unsigned size);
 void vtd_fault_reset(struct vtio_vtd *vtd);
+/* Sets invalidation-queue error bits (VTD_FSTS_IQE / ICE / ITE) in FSTS and
+ * raises the fault event under the same rule as a recorded fault (only if
+ * FSTS had no status pending).  Thread-safe (takes fault_lock). */
+void vtd_fault_set_status(struct vtio_vtd *vtd, uint32_t fsts_bits);
 /* Sends an event message (fault, invalidation completion) unless masked:
  * sets IP in *ctl instead when IM is set.  Caller holds the lock of *ctl. */
 void vtd_send_event(struct vtio_vtd *vtd, uint32_t *ctl, uint32_t data, uint32_t addr,
@@ -194,6 +244,10 @@ void vtd_iotlb_fini(struct vtio_vtd *vtd);
 /* Lock-free lookup of the page holding addr.  @returns true and *out. */
 bool vtd_iotlb_lookup(struct vtio_vtd *vtd, uint16_t did, uint32_t pasid, uint64_t addr,
                       struct vtd_xlate *out);
+/* Fills the entry for the page holding addr.  A fill must follow, on the
+ * same thread, the lookup of addr that missed: the insert is dropped if an
+ * invalidation ran since that lookup (the walk may have read a removed
+ * entry), or if there was no such lookup. */
 void vtd_iotlb_insert(struct vtio_vtd *vtd, uint16_t did, uint32_t pasid, uint64_t addr,
                       const struct vtd_xlate *x);
 void vtd_iotlb_inv_all(struct vtio_vtd *vtd);
@@ -205,6 +259,22 @@ void vtd_iotlb_inv_page(struct vtio_vtd *vtd, uint16_t did, uint64_t addr, unsig
 void vtd_iotlb_inv_pasid(struct vtio_vtd *vtd, uint16_t did, uint32_t pasid);
 void vtd_iotlb_inv_pasid_page(struct vtio_vtd *vtd, uint16_t did, uint32_t pasid,
                               uint64_t addr, unsigned am, bool ih);
+/* Device-TLB (iotlb.c): the translation caches of ATS endpoints, kept by
+ * the unit on their behalf and tagged by source-id (not DID).  Same rules
+ * as the IOTLB: lock-free lookup, insert after a missed lookup.  A source-id
+ * becomes an ATS endpoint with its first insert or vtd_devtlb_attach(). */
+bool vtd_devtlb_lookup(struct vtio_vtd *vtd, uint16_t sid, uint32_t pasid, uint64_t addr,
+                       struct vtd_xlate *out);
+void vtd_devtlb_insert(struct vtio_vtd *vtd, uint16_t sid, uint32_t pasid, uint64_t addr,
+                       const struct vtd_xlate *x);
+void vtd_devtlb_attach(struct vtio_vtd *vtd, uint16_t sid);
+/* Drops sid's entries overlapping [addr, addr + 2^size_shift) (aligned
+ * down; size_shift >= 64: everything): of one PASID, or of every PASID and
+ * requests without PASID when pasid == VTD_NO_PASID.
+ * @returns false if sid is no ATS endpoint (nothing answers: ITE). */
+bool vtd_devtlb_inv(struct vtio_vtd *vtd, uint16_t sid, uint32_t pasid, uint64_t addr,
+                    unsigned size_shift);
+void vtd_devtlb_inv_all(struct vtio_vtd *vtd);
 
 /* ---- inflight.c */
 
@@ -213,7 +283,8 @@ void vtd_inflight_fini(struct vtio_vtd *vtd);
 /* Brackets one device access (every translation it uses is inside). */
 void vtd_access_begin(struct vtio_vtd *vtd);
 void vtd_access_end(struct vtio_vtd *vtd);
-/* Returns once every access that began before the call has ended. */
+/* Returns once every access that began before the call has ended (the
+ * caller's own open access, if any, excepted). */
 void vtd_inflight_drain(struct vtio_vtd *vtd);
 
 /* ---- qi.c */

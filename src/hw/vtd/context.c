@@ -35,11 +35,13 @@
  * context_cache_hits counts lookups answered without reading the context
  * entry from memory, context_cache_misses those that read it.
  * Every slot is a sequence lock over atomics: a lookup takes no lock (the
- * IOTLB-hit path calls it on every translation), and a reader that races
- * with a writer just takes the slow path.  Fills and invalidations are
- * serialised by cache->lock; an invalidation bumps cache->gen and a fill
- * whose entries were read before the latest invalidation is dropped, so
- * nothing read before an invalidation is cached after it.
+ * IOTLB-hit path in translate.c reads a slot's tag on every translation,
+ * through vtd_ctx_cached in context_fast.h, where the slots are defined),
+ * and a reader that races with a writer just takes the slow path.  Fills
+ * and invalidations are serialised by cache->lock; an invalidation bumps
+ * cache->gen and a fill whose entries were read before the latest
+ * invalidation is dropped, so nothing read before an invalidation is
+ * cached after it.
  *
  * Invalidation granularity: a context-cache invalidation also drops the
  * PASID-cache entries of the devices it names (they embed context fields);
@@ -50,63 +52,12 @@
  * Threads: vtd_ctx_lookup() from any device thread; invalidations from the
  * register / QI thread.  cache->lock is a leaf lock.
  */
-#include "hw/vtd/vtd_internal.h"
+#include "hw/vtd/context_fast.h"
 
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PASID_SLOTS 1024u               /* PASID cache: direct-mapped */
-
-/* A decoded context entry packed into one word (plus its table pointer),
- * and the tag of a resolved entry (valid, DID, PASID: what invalidations
- * match).  The resolved entry itself is kept as an image of its struct
- * vtd_ctx, so the fast path copies words and decodes nothing. */
-#define PK_VALID        VTD_BIT(0)
-#define PK_SM           VTD_BIT(1)      /* a scalable-mode context entry */
-#define PK_KIND(w)      VTD_FIELD(w, 3, 2)
-#define PK_FPD          VTD_BIT(4)
-#define PK_ATS          VTD_BIT(5)
-#define PK_SL_LEVELS(w) VTD_FIELD(w, 10, 8)
-#define PK_PASIDE       VTD_BIT(14)
-#define PK_PRIV         VTD_BIT(15)     /* RID_PRIV */
-#define PK_DID(w)       VTD_FIELD(w, 31, 16)
-#define PK_PASID(w)     VTD_FIELD(w, 51, 32)
-#define PK_PDTS(w)      VTD_FIELD(w, 54, 52)
-
-#define IMG_WORDS 6
-_Static_assert(sizeof(struct vtd_ctx) == 8 * IMG_WORDS, "a vtd_ctx is a slot's image");
-
-/* One requester id: its context-cache entry, and the translation that its
- * requests without PASID use (legacy: the context entry's; scalable: the
- * RID_PASID entry's, i.e. a PASID-cache entry).  ce == 0 / rp == 0: empty. */
-struct sid_slot {
-    _Atomic uint32_t seq;               /* odd while a writer is inside */
-    _Atomic uint64_t ce, ce_ptr;        /* ce_ptr: SL table or PASID directory */
-    _Atomic uint64_t rp;                /* tag of img */
-    _Atomic uint64_t img[IMG_WORDS];    /* struct vtd_ctx */
-};
-
-struct sid_bus {
-    struct sid_slot slot[256];
-};
-
-/* A PASID-cache entry for a request with PASID (w's PASID field and sid
- * are the key). */
-struct pasid_slot {
-    _Atomic uint32_t seq;
-    _Atomic uint32_t sid;
-    _Atomic uint64_t w;                 /* tag of img */
-    _Atomic uint64_t img[IMG_WORDS];
-};
-
-struct vtd_ctx_cache {
-    pthread_mutex_t lock;               /* fills and invalidations */
-    _Atomic uint64_t gen;               /* bumped by every invalidation */
-    _Atomic(struct sid_bus *) bus[256]; /* allocated under lock, kept until fini */
-    struct pasid_slot pslot[PASID_SLOTS];
-};
 
 /* A decoded context entry (either mode). */
 struct cce {
@@ -174,19 +125,14 @@ static bool sid_slot_read(struct sid_slot *s, uint64_t v[2])
     return atomic_load_explicit(&s->seq, memory_order_relaxed) == s1;
 }
 
-static unsigned pasid_hash(uint16_t sid, uint32_t pasid)
-{
-    uint32_t h = (uint32_t)sid * 0x9e3779b1u ^ pasid * 0x85ebca77u;
-    return (h ^ (h >> 15)) % PASID_SLOTS;
-}
-
 /* ------------------------------------------------------------------------
  * Packing.
  */
 
 static uint64_t ctx_tag(const struct vtd_ctx *x)
 {
-    return PK_VALID | VTD_MAKE(x->did, 31, 16) | VTD_MAKE(x->pasid, 51, 32);
+    return PK_VALID | VTD_MAKE(x->kind, 3, 2) | VTD_MAKE(x->did, 31, 16) |
+           VTD_MAKE(x->pasid, 63, 32);
 }
 
 /* The image of a resolved entry: stored and loaded a word at a time (each
@@ -197,16 +143,6 @@ static void img_store(_Atomic uint64_t *img, const struct vtd_ctx *x)
     memcpy(w, x, sizeof(*x));
     for (unsigned i = 0; i < IMG_WORDS; i++)
         ST(img[i], w[i]);
-}
-
-static inline void img_load(_Atomic uint64_t *img, struct vtd_ctx *x)
-{
-    /* Word by word into place (no staging copy: a wide reload of narrow
-     * stores would stall on store forwarding). */
-    for (unsigned i = 0; i < IMG_WORDS; i++) {
-        uint64_t w = LD(img[i]);
-        memcpy((char *)x + 8 * i, &w, 8);
-    }
 }
 
 static uint64_t pack_cce(const struct cce *e)
@@ -458,19 +394,6 @@ static struct sid_slot *sid_slot_make(struct vtd_ctx_cache *c, uint16_t sid)
     return &b->slot[sid & 0xff];
 }
 
-static bool pasid_cache_get(struct vtd_ctx_cache *c, uint16_t sid, uint32_t pasid,
-                            struct vtd_ctx *x)
-{
-    struct pasid_slot *p = &c->pslot[pasid_hash(sid, pasid)];
-    uint32_t s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
-    uint32_t psid = LD(p->sid);
-    uint64_t w = LD(p->w);
-    if ((s1 & 1) || !(w & PK_VALID) || psid != sid || PK_PASID(w) != pasid)
-        return false;
-    img_load(p->img, x);
-    return atomic_load_explicit(&p->seq, memory_order_relaxed) == s1;
-}
-
 /* Stores what a slow lookup read, unless an invalidation came in between:
  * the context entry e, and the translation x (NULL after a fault) that a
  * request without PASID (in the sid slot) or with PASID (in the PASID
@@ -497,7 +420,7 @@ static void fill(struct vtio_vtd *vtd, uint64_t gen, uint16_t sid, const struct 
         seq_end(&s->seq);
     }
     if (has_pasid && x) {
-        struct pasid_slot *p = &c->pslot[pasid_hash(sid, x->pasid)];
+        struct pasid_slot *p = &c->pslot[ctx_pasid_hash(sid, x->pasid)];
         seq_begin(&p->seq);
         ST(p->sid, sid);
         img_store(p->img, x);
@@ -553,32 +476,12 @@ static int lookup_slow(struct vtio_vtd *vtd, uint16_t sid, bool has_pasid, uint3
 int vtd_ctx_lookup(struct vtio_vtd *vtd, uint16_t sid, bool has_pasid, uint32_t pasid,
                    struct vtd_ctx *ctx, bool *fpd)
 {
-    struct vtd_ctx_cache *c = vtd->ctx_cache;
-    struct sid_bus *b = atomic_load_explicit(&c->bus[sid >> 8], memory_order_acquire);
-
     /* Fast path: everything cached; no lock, no memory read, no store but
-     * the thread's own counter.  (The IOTLB-hit path runs through here.) */
-    if (__builtin_expect(b != NULL, 1)) {
-        struct sid_slot *s = &b->slot[sid & 0xff];
-        uint32_t s1 = atomic_load_explicit(&s->seq, memory_order_acquire);
-        bool hit = false;
-        if (!has_pasid) {
-            if (!(s1 & 1) && (LD(s->rp) & PK_VALID)) {
-                img_load(s->img, ctx);
-                hit = atomic_load_explicit(&s->seq, memory_order_relaxed) == s1;
-            }
-        } else {
-            uint64_t w = LD(s->ce);
-            const uint64_t need = PK_VALID | PK_SM | PK_PASIDE;
-            if (!(s1 & 1) && (w & need) == need &&
-                atomic_load_explicit(&s->seq, memory_order_relaxed) == s1)
-                hit = pasid_cache_get(c, sid, pasid, ctx);
-        }
-        if (hit) {
-            vtd_count_hot(vtd, VTD_HOT_CONTEXT_CACHE_HITS);
-            *fpd = ctx->fpd;
-            return 0;
-        }
+     * the thread's own counter. */
+    if (__builtin_expect(vtd_ctx_cached(vtd, sid, has_pasid, pasid, ctx) != 0, 1)) {
+        vtd_count_hot(vtd, VTD_HOT_CONTEXT_CACHE_HITS);
+        *fpd = ctx->fpd;
+        return 0;
     }
     return lookup_slow(vtd, sid, has_pasid, pasid, ctx, fpd);
 }
@@ -659,7 +562,7 @@ void vtd_pasid_cache_inv(struct vtio_vtd *vtd, unsigned gran, uint16_t did, uint
     atomic_fetch_add_explicit(&c->gen, 1, memory_order_release);
 #define PC_MATCH(w)                                                            \
     (gran == VTD_INV_PC_G_DOMAIN ? PK_DID(w) == did                            \
-     : gran == VTD_INV_PC_G_PASID ? PK_DID(w) == did && PK_PASID(w) == pasid   \
+     : gran == VTD_INV_PC_G_PASID ? PK_DID(w) == did && TAG_PASID(w) == pasid   \
      : true)
     for (unsigned bus = 0; bus < 256; bus++) {
         struct sid_bus *b = atomic_load_explicit(&c->bus[bus], memory_order_relaxed);

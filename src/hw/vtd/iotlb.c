@@ -43,8 +43,11 @@
  * shared memory (only the thread's own fill ticket on a miss).  Fills and
  * invalidations are serialised by the table's lock (a leaf lock: nothing is
  * called with it held).
+ *
+ * The tables and the lock-free probe are in iotlb_fast.h, so that the
+ * IOTLB-hit path in translate.c inlines the probe; this file owns the rest.
  */
-#include "hw/vtd/vtd_internal.h"
+#include "hw/vtd/iotlb_fast.h"
 
 #include "util/error.h"
 
@@ -52,55 +55,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The hit path is inlined whole into vtd_iotlb_lookup / vtd_devtlb_lookup;
- * the miss path stays out of line. */
-#define HOT  static inline __attribute__((always_inline))
+/* The hit path (iotlb_fast.h) is inlined whole into vtd_iotlb_lookup /
+ * vtd_devtlb_lookup; the miss path stays out of line. */
 #define COLD static __attribute__((noinline, cold))
 
-#define WAYS        4
-#define NSIZES      3                   /* 4 KiB, 2 MiB, 1 GiB */
-#define TAG_VALID   1ull                /* tag bit 0 */
-#define DATA_R      1ull                /* data: page base | R | W */
-#define DATA_W      2ull
-#define DATA_PA     (~0xfffull)
+#define WAYS        TLB_WAYS
+#define NSIZES      TLB_NSIZES
 
-static const unsigned page_shift[NSIZES] = { 12, 21, 30 };
+static const unsigned page_shift[NSIZES] = { TLB_SHIFT(0), TLB_SHIFT(1), TLB_SHIFT(2) };
 /* Sets per page size (powers of two): 4K, 1K and 256 entries in the IOTLB
  * (168 KiB), a quarter of that in the device-TLB. */
 static const unsigned iotlb_sets[NSIZES] = { 1024, 256, 64 };
 static const unsigned devtlb_sets[NSIZES] = { 256, 64, 16 };
-
-struct tlb_entry {
-    _Atomic uint64_t seq;               /* odd while being written */
-    _Atomic uint64_t key;               /* page number: addr >> shift */
-    _Atomic uint64_t tag;               /* pasid << 32 | id << 16 | TAG_VALID */
-    _Atomic uint64_t data;              /* page base | DATA_R | DATA_W */
-};
-
-struct tlb_set {
-    struct tlb_entry e[WAYS];
-} __attribute__((aligned(128)));
-
-struct tlb_array {
-    unsigned shift;                     /* page size */
-    uint64_t mask;                      /* sets - 1 */
-    struct tlb_set *sets;
-    uint8_t *victim;                    /* next way to replace (under lock) */
-    _Atomic unsigned valid;             /* valid entries; 0 lets lookups skip */
-};
-
-struct tlb {
-    uint64_t id;                        /* unique for fill tickets */
-    pthread_mutex_t lock;               /* fills and invalidations */
-    _Atomic uint64_t gen;               /* bumped by every invalidation */
-    struct tlb_array arr[NSIZES];
-};
-
-struct vtd_iotlb {
-    struct tlb iotlb;                   /* tagged by DID */
-    struct tlb devtlb;                  /* tagged by SID */
-    uint64_t ats_sid[65536 / 64];       /* ATS endpoints (under devtlb.lock) */
-};
 
 static _Atomic uint64_t next_tlb_id = 1;
 
@@ -153,11 +119,6 @@ COLD void ticket_open(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr)
  * The set-associative table.
  */
 
-HOT uint64_t make_tag(uint16_t id, uint32_t pasid)
-{
-    return (uint64_t)pasid << 32 | (uint64_t)id << 16 | TAG_VALID;
-}
-
 static uint16_t tag_id(uint64_t tag)
 {
     return (uint16_t)(tag >> 16);
@@ -166,12 +127,6 @@ static uint16_t tag_id(uint64_t tag)
 static uint32_t tag_pasid(uint64_t tag)
 {
     return (uint32_t)(tag >> 32);
-}
-
-HOT struct tlb_set *set_of(const struct tlb_array *a, uint64_t key, uint16_t id)
-{
-    /* Consecutive pages of a domain go to consecutive sets. */
-    return &a->sets[(key + (uint64_t)id * 0x9e3779b1u) & a->mask];
 }
 
 /* Leaves *t safe to tlb_fini() even when it fails. */
@@ -204,25 +159,7 @@ static void tlb_fini(struct tlb *t)
     pthread_mutex_destroy(&t->lock);
 }
 
-/*
- * The sequence lock, without fences (which ThreadSanitizer cannot follow):
- * the writer stores the fields with release, so a reader whose acquire
- * load sees a new field value also sees the odd seq stored before it; the
- * reader's acquire field loads keep its second read of seq after them.
- * On x86 all of these are plain moves.
- */
-
-/* Reads one entry consistently.  @returns false if a writer was inside. */
-HOT bool entry_read(struct tlb_entry *e, uint64_t *key, uint64_t *tag, uint64_t *data)
-{
-    uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
-    if (s1 & 1)
-        return false;
-    *key = atomic_load_explicit(&e->key, memory_order_acquire);
-    *tag = atomic_load_explicit(&e->tag, memory_order_acquire);
-    *data = atomic_load_explicit(&e->data, memory_order_acquire);
-    return atomic_load_explicit(&e->seq, memory_order_relaxed) == s1;
-}
+/* The sequence lock's reader is tlb_entry_match (iotlb_fast.h). */
 
 /* Writes one entry; under the table lock (one writer at a time). */
 static void entry_write(struct tlb_entry *e, uint64_t key, uint64_t tag, uint64_t data)
@@ -235,36 +172,16 @@ static void entry_write(struct tlb_entry *e, uint64_t key, uint64_t tag, uint64_
     atomic_store_explicit(&e->seq, s + 2, memory_order_release);
 }
 
-HOT bool probe(struct tlb_array *a, uint64_t addr, uint16_t id, uint64_t tag,
-               struct vtd_xlate *out)
+/* A lookup: the lock-free probe, and on a miss the fill ticket. */
+static inline __attribute__((always_inline))
+bool tlb_lookup(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr,
+                struct vtd_xlate *out)
 {
-    uint64_t key = addr >> a->shift;
-    struct tlb_set *set = set_of(a, key, id);
-    for (unsigned w = 0; w < WAYS; w++) {
-        struct tlb_entry *e = &set->e[w];
-        uint64_t k, g, d;
-        /* Cheap filter first; the sequence-checked read confirms. */
-        if (atomic_load_explicit(&e->key, memory_order_relaxed) != key)
-            continue;
-        if (!entry_read(e, &k, &g, &d) || k != key || g != tag)
-            continue;
-        *out = (struct vtd_xlate){ .pa = d & DATA_PA, .shift = (uint8_t)a->shift,
+    uint64_t d = tlb_probe(t, tlb_make_tag(id, pasid), addr);
+    if (d) {
+        *out = (struct vtd_xlate){ .pa = d & DATA_PA, .shift = (uint8_t)TLB_HIT_SHIFT(d),
                                    .read = d & DATA_R, .write = d & DATA_W };
         return true;
-    }
-    return false;
-}
-
-HOT bool tlb_lookup(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr,
-                    struct vtd_xlate *out)
-{
-    uint64_t tag = make_tag(id, pasid);
-    if (probe(&t->arr[0], addr, id, tag, out))
-        return true;
-    for (unsigned s = 1; s < NSIZES; s++) {
-        if (atomic_load_explicit(&t->arr[s].valid, memory_order_relaxed) &&
-            probe(&t->arr[s], addr, id, tag, out))
-            return true;
     }
     ticket_open(t, id, pasid, addr);
     return false;
@@ -279,7 +196,7 @@ static void tlb_insert(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr
     if (s == NSIZES)
         return;                         /* not a page size the unit caches */
     struct tlb_array *a = &t->arr[s];
-    uint64_t key = addr >> a->shift, tag = make_tag(id, pasid);
+    uint64_t key = addr >> a->shift, tag = tlb_make_tag(id, pasid);
     uint64_t data = (x->pa & ~((1ull << a->shift) - 1)) | (x->read ? DATA_R : 0) |
                     (x->write ? DATA_W : 0);
 
@@ -292,7 +209,7 @@ static void tlb_insert(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr
         pthread_mutex_unlock(&t->lock);
         return;                         /* an invalidation ran since the miss */
     }
-    struct tlb_set *set = set_of(a, key, id);
+    struct tlb_set *set = tlb_set_of(a, key, id);
     size_t si = (size_t)(set - a->sets);
     int way = -1, empty = -1;
     for (unsigned w = 0; w < WAYS; w++) {
@@ -370,7 +287,7 @@ static void tlb_invalidate(struct tlb *t, const struct inv_sel *sel)
         if (!sel->any_id && k1 - k0 <= a->mask) {
             /* A short range of one id: only the sets its pages hash to. */
             for (uint64_t k = k0;; k++) {
-                drop_in_set(a, set_of(a, k, sel->id), sel);
+                drop_in_set(a, tlb_set_of(a, k, sel->id), sel);
                 if (k == k1)
                     break;
             }

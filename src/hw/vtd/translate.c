@@ -48,13 +48,22 @@
  * -EACCES means a present page without the permission; -EFAULT anything
  * else.  msi() hands interrupt messages to interrupt remapping.
  *
- * The IOTLB-hit path takes no lock and no shared-line atomic add: the
- * context comes from the context cache's sequence-locked slots and the
- * hot counters are per-thread shards (vtd_count_hot, defined here).
+ * The IOTLB-hit path (xlate_fast) is tried first by every translator
+ * entry: TES set, a request that is not translated, outside the interrupt
+ * window, whose context the context cache holds (only its tag is read:
+ * kind, DID, PASID) with a kind that uses the IOTLB, and whose page the
+ * IOTLB holds with the permission asked, mapping outside the window.  Both
+ * caches' reads are inlined (context_fast.h, iotlb_fast.h); they read
+ * only, so anything else, a miss included, starts over on the full path
+ * above, which counts and opens the IOTLB's fill ticket as it goes.  The
+ * path takes no lock and no shared-line atomic add: the cache slots are
+ * sequence locks and the one counter it bumps (VTD_HOT_FAST_HITS) is a
+ * per-thread shard (vtd_count_hot, defined here).
  *
  * Threads: any number of device threads at once.
  */
-#include "hw/vtd/vtd_internal.h"
+#include "hw/vtd/context_fast.h"
+#include "hw/vtd/iotlb_fast.h"
 
 #include "util/error.h"
 
@@ -98,24 +107,31 @@ static void identity(uint64_t addr, struct vtd_xlate *x)
     *x = (struct vtd_xlate){ .pa = addr & ~0xfffull, .shift = 12, .read = true, .write = true };
 }
 
-/* Everything after the context lookup but the IOTLB hit (steps 4-6):
- * tried says whether the IOTLB was already looked up (and missed, or hit
- * without the permission). */
-__attribute__((noinline))
-static int xlate_rest(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool ats,
-                      struct vtd_ctx *ctx, bool tried, struct vtd_xlate *x, bool *fpd)
+/* Steps 2-6 of the top comment (TES set): 0 and the page in *x, or a
+ * fault reason; *fpd from the entries read.  The full path: xlate_fast
+ * answers the IOTLB hits of translate and the DMA port before this. */
+static int xlate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool ats,
+                 struct vtd_xlate *x, bool *fpd)
 {
+    struct vtd_ctx ctx;
     int fr;
+
     *x = (struct vtd_xlate){ 0 };
-    if ((ats || req->translated) && !ctx->ats)
+    if (!req->has_pasid && is_intr_addr(req->addr)) {
+        *fpd = false;
+        return intr_fault(vtd);
+    }
+    if ((fr = vtd_ctx_lookup(vtd, req->sid, req->has_pasid, req->pasid, &ctx, fpd)) != 0)
+        return fr;
+    if ((ats || req->translated) && !ctx.ats)
         return VTD_FR_CONTEXT_ENTRY_TT;
     if (req->translated && !ats) {
         identity(req->addr, x);
         return 0;
     }
 
-    if (ctx->kind != VTD_XK_PT) {
-        if (!tried && vtd_iotlb_lookup(vtd, ctx->did, ctx->pasid, req->addr, x) &&
+    if (ctx.kind != VTD_XK_PT) {
+        if (vtd_iotlb_lookup(vtd, ctx.did, ctx.pasid, req->addr, x) &&
             (req->write ? x->write : x->read)) {
             vtd_count_hot(vtd, VTD_HOT_IOTLB_HITS);
             goto out;
@@ -125,23 +141,23 @@ static int xlate_rest(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool
          * it may predate an invalidation (software invalidates the context
          * cache before the IOTLB), so read it again: a fill is then either
          * made from the fresh context or dropped by the IOTLB. */
-        if ((fr = vtd_ctx_lookup(vtd, req->sid, req->has_pasid, req->pasid, ctx, fpd)) != 0)
+        if ((fr = vtd_ctx_lookup(vtd, req->sid, req->has_pasid, req->pasid, &ctx, fpd)) != 0)
             return fr;
     }
-    if (ctx->kind == VTD_XK_PT) {
+    if (ctx.kind == VTD_XK_PT) {
         if (vtd->haw < 64 && (req->addr >> vtd->haw))
             return VTD_FR_ADDR_BEYOND_MGAW;
         identity(req->addr, x);
     } else {
         VTD_COUNT(vtd, page_walks);
-        if (ctx->kind == VTD_XK_SL)
-            fr = vtd_sl_walk(vtd, ctx->sl_root, ctx->sl_levels, req->addr, req->write, x);
+        if (ctx.kind == VTD_XK_SL)
+            fr = vtd_sl_walk(vtd, ctx.sl_root, ctx.sl_levels, req->addr, req->write, x);
         else
-            fr = vtd_fl_walk(vtd, ctx, req->addr, req->write,
-                             req->has_pasid ? req->priv : ctx->rid_priv, req->exec, x);
+            fr = vtd_fl_walk(vtd, &ctx, req->addr, req->write,
+                             req->has_pasid ? req->priv : ctx.rid_priv, req->exec, x);
         if (fr)
             return fr;
-        vtd_iotlb_insert(vtd, ctx->did, ctx->pasid, req->addr, x);
+        vtd_iotlb_insert(vtd, ctx.did, ctx.pasid, req->addr, x);
     }
 out:
     if (is_intr_addr(x->pa | (req->addr & ((1ull << x->shift) - 1))))
@@ -149,33 +165,40 @@ out:
     return 0;
 }
 
-/* Steps 2-6 of the top comment (TES set): 0 and the page in *x, or a
- * fault reason; *fpd from the entries read.  The IOTLB hit is the straight
- * line here; everything else is in xlate_rest. */
-static inline int xlate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool ats,
-                        struct vtd_xlate *x, bool *fpd)
-{
-    struct vtd_ctx ctx;
-    int fr;
+/* A context tag without its kind is the IOTLB tag (tlb_make_tag). */
+_Static_assert(TAG_IOTLB(PK_VALID | VTD_MAKE(VTD_XK_NESTED, 3, 2) | VTD_MAKE(0xabcd, 31, 16) |
+                         VTD_MAKE(0x89abcdefu, 63, 32)) ==
+                   (0x89abcdefull << 32 | 0xabcdull << 16 | TAG_VALID),
+               "context and IOTLB tags agree");
 
-    if (!req->has_pasid && is_intr_addr(req->addr)) {
-        *x = (struct vtd_xlate){ 0 };
-        *fpd = false;
-        return intr_fault(vtd);
-    }
-    if ((fr = vtd_ctx_lookup(vtd, req->sid, req->has_pasid, req->pasid, &ctx, fpd)) != 0) {
-        *x = (struct vtd_xlate){ 0 };
-        return fr;
-    }
-    bool tried = !ats && !req->translated && ctx.kind != VTD_XK_PT;
-    if (__builtin_expect(tried, 1) && vtd_iotlb_lookup(vtd, ctx.did, ctx.pasid, req->addr, x) &&
-        (req->write ? x->write : x->read)) {
-        vtd_count_hot(vtd, VTD_HOT_IOTLB_HITS);
-        if (__builtin_expect(!is_intr_addr(x->pa | (req->addr & ((1ull << x->shift) - 1))), 1))
-            return 0;
-        return intr_fault(vtd);
-    }
-    return xlate_rest(vtd, req, ats, &ctx, tried, x, fpd);
+/* The IOTLB-hit path (top comment): reads only but for the one counter.
+ * @returns the IOTLB's data word (page base | DATA_R | DATA_W | TLB_HIT |
+ * size, see iotlb_fast.h) and the translation of req->addr in *pa, or 0:
+ * take the full path.  A hit here is exactly what the full path would
+ * answer from the same cache contents (fault-free, so FPD plays no part).
+ * It makes no call, so that its callers need no stack frame: a thread
+ * without a counter shard yet takes the full path, which claims one. */
+static inline __attribute__((always_inline))
+uint64_t xlate_fast(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, uint64_t *pa)
+{
+    int shard = vtd_stat_shard_id;
+    /* The window check before the context: a request with PASID may use
+     * those addresses, but the full path sorts that out. */
+    if (shard < 0 || !vtd_enabled(vtd, VTD_GSTS_TES) || req->translated ||
+        is_intr_addr(req->addr))
+        return 0;
+    uint64_t tag = vtd_ctx_cached(vtd, req->sid, req->has_pasid, req->pasid, NULL);
+    if (!tag || PK_KIND(tag) == VTD_XK_PT)
+        return 0;
+    uint64_t d = vtd_iotlb_probe(vtd, TAG_IOTLB(tag), req->addr);
+    /* A miss (0) has no permission either. */
+    if (!(d & (req->write ? DATA_W : DATA_R)))
+        return 0;
+    *pa = (d & DATA_PA) | (req->addr & ((1ull << TLB_HIT_SHIFT(d)) - 1));
+    if (is_intr_addr(*pa))
+        return 0;
+    vtd_count_shard(vtd, shard, VTD_HOT_FAST_HITS);
+    return d;
 }
 
 __attribute__((cold, noinline))
@@ -216,16 +239,27 @@ static inline int translate_req(struct vtio_vtd *vtd, const struct vtio_vtd_req 
     return fr;
 }
 
+__attribute__((cold, noinline))
+static int bad_req(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
+                   struct vtio_vtd_resp *resp)
+{
+    if (!vtd || !req || !resp)
+        return vtio_fail(-EINVAL, "vtd translate: NULL argument");
+    unsigned bits = (vtd->ecap & VTD_ECAP_PASID) ? (unsigned)VTD_ECAP_PSS(vtd->ecap) + 1 : 20;
+    return vtio_fail(-EINVAL, "vtd translate: PASID %#x wider than %u bits", req->pasid, bits);
+}
+
+/* -EINVAL (through bad_req, out of line) for a NULL argument or a PASID
+ * wider than the unit's; checked for requests with PASID only. */
 static inline int check_req(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
                             struct vtio_vtd_resp *resp)
 {
     if (__builtin_expect(!vtd || !req || !resp, 0))
-        return vtio_fail(-EINVAL, "vtd translate: NULL argument");
+        return bad_req(vtd, req, resp);
     if (req->has_pasid) {
         unsigned bits = (vtd->ecap & VTD_ECAP_PASID) ? (unsigned)VTD_ECAP_PSS(vtd->ecap) + 1 : 20;
         if (req->pasid >> bits)
-            return vtio_fail(-EINVAL, "vtd translate: PASID %#x wider than %u bits",
-                             req->pasid, bits);
+            return bad_req(vtd, req, resp);
     }
     return 0;
 }
@@ -238,27 +272,42 @@ static int respond(int fr, const struct vtd_xlate *x, const struct vtio_vtd_req 
         return -EFAULT;
     }
     uint64_t size = 1ull << x->shift;
-    /* One byte load each: the IOTLB wrote them as separate bytes, and a
-     * merged 2-byte load would stall on store forwarding. */
-    bool rd = *(volatile const bool *)&x->read, wr = *(volatile const bool *)&x->write;
     *resp = (struct vtio_vtd_resp){
         .pa = x->pa | (req->addr & (size - 1)),
         .page_size = size,
-        .read = rd,
-        .write = wr,
+        .read = x->read,
+        .write = x->write,
     };
     return 0;
+}
+
+/* Out of line, so that the hit path in vtio_vtd_translate needs no frame. */
+__attribute__((noinline))
+static int translate_full(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
+                          struct vtio_vtd_resp *resp)
+{
+    struct vtd_xlate x;
+    vtd_count_hot(vtd, VTD_HOT_TRANSLATIONS);
+    return respond(translate_req(vtd, req, false, true, &x), &x, req, resp);
 }
 
 int vtio_vtd_translate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
                        struct vtio_vtd_resp *resp)
 {
-    struct vtd_xlate x;
+    uint64_t pa, d;
     int ret = check_req(vtd, req, resp);
     if (ret < 0)
         return ret;
-    vtd_count_hot(vtd, VTD_HOT_TRANSLATIONS);
-    return respond(translate_req(vtd, req, false, true, &x), &x, req, resp);
+    if (__builtin_expect((d = xlate_fast(vtd, req, &pa)) != 0, 1)) {
+        /* Field by field: a compound literal would zero the padding too. */
+        resp->fault = 0;
+        resp->pa = pa;
+        resp->page_size = 1ull << TLB_HIT_SHIFT(d);
+        resp->read = (d & DATA_R) != 0;
+        resp->write = (d & DATA_W) != 0;
+        return 0;
+    }
+    return translate_full(vtd, req, resp);
 }
 
 int vtio_vtd_ats_translate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
@@ -287,11 +336,11 @@ int vtio_vtd_ats_translate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
  * The DMA-port translator.
  */
 
-static int op_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
-                        enum vtio_dma_access access, uint64_t *pa, uint64_t *span)
+__attribute__((noinline))
+static int op_translate_full(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
+                             uint64_t len, uint64_t *pa, uint64_t *span)
 {
-    struct vtio_vtd *vtd = opaque;
-    struct vtio_vtd_req req = { .sid = rid, .addr = iova, .write = access == VTIO_DMA_WRITE };
+    uint64_t iova = req->addr;
     struct vtd_xlate x;
 
     vtd_count_hot(vtd, VTD_HOT_TRANSLATIONS);
@@ -300,7 +349,7 @@ static int op_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
         *span = len;
         return 0;
     }
-    int fr = translate_req(vtd, &req, false, true, &x);
+    int fr = translate_req(vtd, req, false, true, &x);
     switch (fr) {
     case 0:
         break;
@@ -317,6 +366,22 @@ static int op_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
     *pa = x.pa | off;
     *span = size - off < len ? size - off : len;
     return 0;
+}
+
+static int op_translate(void *opaque, uint16_t rid, uint64_t iova, uint64_t len,
+                        enum vtio_dma_access access, uint64_t *pa, uint64_t *span)
+{
+    struct vtio_vtd *vtd = opaque;
+    struct vtio_vtd_req req = { .sid = rid, .addr = iova, .write = access == VTIO_DMA_WRITE };
+    uint64_t d, p;
+
+    if (__builtin_expect((d = xlate_fast(vtd, &req, &p)) != 0, 1)) {
+        uint64_t size = 1ull << TLB_HIT_SHIFT(d), off = iova & (size - 1);
+        *pa = p;
+        *span = size - off < len ? size - off : len;
+        return 0;
+    }
+    return op_translate_full(vtd, &req, len, pa, span);
 }
 
 /* An interrupt message is a posted write: the device gets no completion, so
@@ -401,8 +466,12 @@ int vtd_stat_shard_claim(void)
 uint64_t vtd_hot_sum(struct vtio_vtd *vtd, enum vtd_hot_stat which)
 {
     uint64_t n = 0;
-    for (unsigned i = 0; i < VTD_STAT_SHARDS; i++)
+    for (unsigned i = 0; i < VTD_STAT_SHARDS; i++) {
         n += atomic_load_explicit(&vtd->hot[i].n[which], memory_order_relaxed);
+        if (which != VTD_HOT_FAST_HITS)     /* a fast hit is one of each */
+            n += atomic_load_explicit(&vtd->hot[i].n[VTD_HOT_FAST_HITS],
+                                      memory_order_relaxed);
+    }
     return n;
 }
 

@@ -8,8 +8,10 @@
  *   context.c   root, context, PASID directory and PASID table entries,
  *               legacy and scalable mode, with the context and PASID caches
  *                                                                  (ch. 3.4, 9)
+ *               (context_fast.h: the cache slots and their read)
  *   walk.c      second-level and first-level page walks, nested    (ch. 3.5-3.8)
  *   iotlb.c     the IOTLB (lock-free lookup) and device-TLB        (ch. 6.5)
+ *               (iotlb_fast.h: its tables and probe, for translate.c)
  *   qi.c        the invalidation queue and its descriptors         (ch. 6.5.2)
  *   inflight.c  tracking DMA in flight, so invalidation can wait it out
  *   ir.c        interrupt remapping and the interrupt entry cache  (ch. 5)
@@ -76,12 +78,17 @@ struct vtd_xlate {
  * thread near 70 M/s and two threads near 8 M/s each).  A thread owns one
  * shard (claimed on first use, released when the thread exits) and bumps
  * it with a relaxed load and store; threads beyond the owned shards share
- * the last one with atomic adds.  A total is stats.<field> plus
- * vtd_hot_sum() (vtd_stats_add_hot() adds them into a vtio_vtd_stats). */
+ * the last one with atomic adds.  A translation that the IOTLB-hit path
+ * answers bumps VTD_HOT_FAST_HITS alone, which stands for one each of
+ * translations, iotlb_hits and context_cache_hits (one TLS access and one
+ * store per translation).  A total is stats.<field> plus vtd_hot_sum()
+ * (which adds the fast hits in; vtd_stats_add_hot() adds the totals into a
+ * vtio_vtd_stats). */
 enum vtd_hot_stat {
     VTD_HOT_TRANSLATIONS,
     VTD_HOT_IOTLB_HITS,
     VTD_HOT_CONTEXT_CACHE_HITS,
+    VTD_HOT_FAST_HITS,
     VTD_HOT_N
 };
 #define VTD_STAT_SHARDS 32
@@ -146,11 +153,9 @@ struct vtio_vtd {
 /* This thread's shard index (-1 until claimed by vtd_stat_shard_claim). */
 extern _Thread_local int vtd_stat_shard_id __attribute__((tls_model("initial-exec")));
 int vtd_stat_shard_claim(void);
-static inline void vtd_count_hot(struct vtio_vtd *vtd, enum vtd_hot_stat which)
+/* Bumps shard s (this thread's, claimed). */
+static inline void vtd_count_shard(struct vtio_vtd *vtd, int s, enum vtd_hot_stat which)
 {
-    int s = vtd_stat_shard_id;
-    if (__builtin_expect(s < 0, 0))
-        s = vtd_stat_shard_claim();
     _Atomic uint64_t *c = &vtd->hot[s].n[which];
     if (s == VTD_STAT_SHARDS - 1)        /* the shared overflow shard */
         atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
@@ -158,6 +163,14 @@ static inline void vtd_count_hot(struct vtio_vtd *vtd, enum vtd_hot_stat which)
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                               memory_order_relaxed);
 }
+static inline void vtd_count_hot(struct vtio_vtd *vtd, enum vtd_hot_stat which)
+{
+    int s = vtd_stat_shard_id;
+    if (__builtin_expect(s < 0, 0))
+        s = vtd_stat_shard_claim();
+    vtd_count_shard(vtd, s, which);
+}
+/* The sharded count of which, with the fast hits it stands for. */
 uint64_t vtd_hot_sum(struct vtio_vtd *vtd, enum vtd_hot_stat which);
 /* Adds the sharded counts to translations, iotlb_hits, context_cache_hits. */
 void vtd_stats_add_hot(struct vtio_vtd *vtd, struct vtio_vtd_stats *st);

@@ -48,10 +48,14 @@ static inline void bench_die(const char *what)
     exit(1);
 }
 
-/* A booted machine with `channels` DMA channels under the host driver. */
-static inline void bench_rig_up(struct bench_rig *r, uint64_t ram, unsigned channels)
+/* A booted machine with `channels` DMA channels under the host driver;
+ * with_vtd puts the VT-d unit in front of the engine (left off, as at
+ * power-on: every access still passes through it). */
+static inline void bench_rig_up(struct bench_rig *r, uint64_t ram, unsigned channels,
+                                bool with_vtd)
 {
-    struct vtio_machine_config mc = { .ram_size = ram, .dma_channels = channels };
+    struct vtio_machine_config mc = { .ram_size = ram, .dma_channels = channels,
+                                      .no_iommu = !with_vtd };
     if (vtio_machine_create(&mc, &r->m) < 0 || vtio_host_boot(r->m, &r->h) < 0)
         bench_die("boot");
     const struct vtio_pci_function *fn =

@@ -44,7 +44,7 @@ static void measure(struct bench_rig *r, uint64_t src, uint64_t dst, uint64_t *l
 int main(void)
 {
     struct bench_rig r;
-    bench_rig_up(&r, 1 * VTIO_GiB, 1);
+    bench_rig_up(&r, 1 * VTIO_GiB, 1, false);
     uint64_t src = bench_alloc(&r, 4096, NULL), dst = bench_alloc(&r, 4096, NULL);
     vtio_dmae_set_callback(vtio_dmae_chan(r.dev, 0), on_irq, NULL);
 

@@ -30,7 +30,7 @@ static void on_irq(void *arg, struct vtio_dmae_chan *ch)
 int main(void)
 {
     struct bench_rig r;
-    bench_rig_up(&r, 1 * VTIO_GiB, 1);
+    bench_rig_up(&r, 1 * VTIO_GiB, 1, false);
     const uint64_t size = 64ull << 20;
     uint64_t src = bench_alloc(&r, size, NULL), dst = bench_alloc(&r, size, NULL);
     struct vtio_dmae_chan *ch = vtio_dmae_chan(r.dev, 0);

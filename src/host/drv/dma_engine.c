@@ -50,6 +50,7 @@ struct vtio_dmae_chan {
     uint64_t *sg_pa;                 /* per slot: SG list block or 0 */
     uint16_t *slot_flags;            /* per slot: the descriptor's flags */
     int64_t dropped_lo, dropped_hi;  /* (lo, hi]: cookies the last reset dropped */
+    unsigned looks;                  /* incomplete looks, to pace STATUS reads */
 
     _Atomic(vtio_dmae_callback) callback;   /* called from the irq handler */
     _Atomic(void *) callback_arg;
@@ -142,6 +143,25 @@ static bool halted(struct vtio_dmae_chan *ch)
     return VTIO_DMAE_STATUS_STATE(st) == VTIO_DMAE_STATE_HALTED;
 }
 
+/*
+ * Whether the channel halted before reaching a cookie that is not complete.
+ * Descriptors complete in order, so the oldest one in the ring tells, from
+ * memory: its record holds an error.  Only a halt that wrote no record (the
+ * descriptor itself could not be fetched) needs the STATUS register, and a
+ * register read costs a bus round trip, so a poll loop makes it only every
+ * STATUS_EVERY looks.  Called with ch->lock.
+ */
+#define STATUS_EVERY 64
+
+static bool stuck(struct vtio_dmae_chan *ch)
+{
+    struct vtio_dmae_completion rec;
+    if (ch->reclaimed < ch->issued && read_record(ch, ch->reclaimed + 1, &rec) &&
+        rec.status != VTIO_DMAE_STATUS_SUCCESS)
+        return true;
+    return ++ch->looks % STATUS_EVERY == 0 && halted(ch);
+}
+
 /* ------------------------------------------------------------------------
  * Preparing and issuing.
  */
@@ -178,7 +198,7 @@ static int64_t prep(struct vtio_dmae_chan *ch, uint32_t op, uint64_t src, uint64
         return vtio_fail(-EINVAL, "unknown descriptor flags %#x", flags);
     struct vtio_dmae_desc d = { .op_flags = op, .src = src, .dst = dst, .len = len };
     pthread_mutex_lock(&ch->lock);
-    int64_t ret = halted(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
+    int64_t ret = stuck(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
                              : push(ch, &d, flags, 0);
     pthread_mutex_unlock(&ch->lock);
     return ret;
@@ -248,7 +268,7 @@ int64_t vtio_dmae_prep_copy_sg(struct vtio_dmae_chan *ch, const struct vtio_dmae
         .src_sg_count = nsrc, .dst_sg_count = ndst,
     };
     pthread_mutex_lock(&ch->lock);
-    int64_t cookie = halted(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
+    int64_t cookie = stuck(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
                                 : push(ch, &d, flags, block);
     pthread_mutex_unlock(&ch->lock);
     if (cookie < 0)
@@ -315,7 +335,7 @@ static int check_cookie(struct vtio_dmae_chan *ch, int64_t cookie,
     } else if (read_record(ch, cookie, &rec)) {
         ret = rec.status == VTIO_DMAE_STATUS_SUCCESS ? 0 : -EIO;
     } else {
-        ret = halted(ch) ? -EIO : -EAGAIN;
+        ret = stuck(ch) ? -EIO : -EAGAIN;
     }
     pthread_mutex_unlock(&ch->lock);
     if (ret == -EIO)

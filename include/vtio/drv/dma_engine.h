@@ -62,8 +62,12 @@ VTIO_API struct vtio_dmae_chan *vtio_dmae_chan(struct vtio_dmae *dev, unsigned i
  * completes; vtio_dmae_wait() sleeps only on such descriptors, else it
  * polls), VTIO_DMAE_FLAG_FENCE.
  * @returns a cookie (> 0) naming it; -EBUSY the ring is full: it holds
- * ring_entries - 1 descriptors not yet completed (wait for earlier work); -EIO the channel is halted (see vtio_dmae_reset());
- * -EINVAL len 0 or bad SG lists.
+ * ring_entries - 1 descriptors not yet completed (wait for earlier work);
+ * -EIO the channel is known to have halted (see vtio_dmae_reset()): the
+ * driver learns it from the failed descriptor's completion record, or, for
+ * a descriptor that could not even be fetched, from the STATUS register,
+ * which it reads only every 64th look to keep register reads off the
+ * polling path; -EINVAL len 0 or bad SG lists.
  */
 VTIO_API int64_t vtio_dmae_prep_copy(struct vtio_dmae_chan *ch, uint64_t dst, uint64_t src,
                                      uint64_t len, unsigned flags);

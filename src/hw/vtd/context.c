@@ -91,25 +91,8 @@ void vtd_ctx_cache_fini(struct vtio_vtd *vtd)
 }
 
 /* ------------------------------------------------------------------------
- * Sequence locks, without fences (ThreadSanitizer cannot follow them).
- * Writer (under cache->lock): seq odd (relaxed), the data with release
- * stores (a reader that sees new data also sees the odd seq), seq even with
- * release.  Reader: seq with acquire, the data with acquire loads (which
- * keep the second read of seq after them), seq again; equal and even means
- * the data is one writer's whole update.  On x86 these are plain moves.
+ * Slot reads and writes (the sequence-lock protocol of vtd_internal.h).
  */
-
-static void seq_begin(_Atomic uint32_t *seq)
-{
-    atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
-static void seq_end(_Atomic uint32_t *seq)
-{
-    atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
-                          memory_order_release);
-}
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_acquire)
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
@@ -410,22 +393,22 @@ static void fill(struct vtio_vtd *vtd, uint64_t gen, uint16_t sid, const struct 
         goto out;
     bool rp = !has_pasid && x;
     if (!(LD(s->ce) & PK_VALID) || rp) {
-        seq_begin(&s->seq);
+        VTD_SEQ_WRITE_BEGIN(&s->seq);
         ST(s->ce, pack_cce(e));
         ST(s->ce_ptr, e->ptr);
         if (rp) {
             img_store(s->img, x);
             ST(s->rp, ctx_tag(x));
         }
-        seq_end(&s->seq);
+        VTD_SEQ_WRITE_END(&s->seq);
     }
     if (has_pasid && x) {
         struct pasid_slot *p = &c->pslot[ctx_pasid_hash(sid, x->pasid)];
-        seq_begin(&p->seq);
+        VTD_SEQ_WRITE_BEGIN(&p->seq);
         ST(p->sid, sid);
         img_store(p->img, x);
         ST(p->w, ctx_tag(x));
-        seq_end(&p->seq);
+        VTD_SEQ_WRITE_END(&p->seq);
     }
 out:
     pthread_mutex_unlock(&c->lock);
@@ -492,22 +475,22 @@ int vtd_ctx_lookup(struct vtio_vtd *vtd, uint16_t sid, bool has_pasid, uint32_t 
 
 static void sid_slot_clear(struct sid_slot *s, bool ce, bool rp)
 {
-    seq_begin(&s->seq);
+    VTD_SEQ_WRITE_BEGIN(&s->seq);
     if (ce) {
         ST(s->ce, 0);
         ST(s->ce_ptr, 0);
     }
     if (ce || rp)                       /* the resolved entry needs its context */
         ST(s->rp, 0);
-    seq_end(&s->seq);
+    VTD_SEQ_WRITE_END(&s->seq);
 }
 
 static void pasid_slot_clear(struct pasid_slot *p)
 {
-    seq_begin(&p->seq);
+    VTD_SEQ_WRITE_BEGIN(&p->seq);
     ST(p->w, 0);
     ST(p->sid, 0);
-    seq_end(&p->seq);
+    VTD_SEQ_WRITE_END(&p->seq);
 }
 
 /* Function mask (6.5.1.1, CCMD.FM): 1 masks SID bit 2, 2 bits 2:1, 3 bits 2:0. */

@@ -159,17 +159,17 @@ static void tlb_fini(struct tlb *t)
     pthread_mutex_destroy(&t->lock);
 }
 
-/* The sequence lock's reader is tlb_entry_match (iotlb_fast.h). */
+/* The sequence lock (vtd_internal.h): its reader is tlb_entry_match
+ * (iotlb_fast.h). */
 
 /* Writes one entry; under the table lock (one writer at a time). */
 static void entry_write(struct tlb_entry *e, uint64_t key, uint64_t tag, uint64_t data)
 {
-    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
-    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+    VTD_SEQ_WRITE_BEGIN(&e->seq);
     atomic_store_explicit(&e->key, key, memory_order_release);
     atomic_store_explicit(&e->tag, tag, memory_order_release);
     atomic_store_explicit(&e->data, data, memory_order_release);
-    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+    VTD_SEQ_WRITE_END(&e->seq);
 }
 
 /* A lookup: the lock-free probe, and on a miss the fill ticket. */

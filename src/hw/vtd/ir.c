@@ -102,13 +102,11 @@ static bool iec_lookup(struct vtd_iec *c, uint32_t index, uint64_t irte[2])
 /* Writes one slot; caller holds c->lock. */
 static void slot_store(struct iec_slot *s, uint32_t tag, uint64_t lo, uint64_t hi)
 {
-    uint32_t seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
-    atomic_store_explicit(&s->seq, seq + 1, memory_order_relaxed);
-    /* Release field stores: a reader that sees one also sees seq odd. */
+    VTD_SEQ_WRITE_BEGIN(&s->seq);
     atomic_store_explicit(&s->tag, tag, memory_order_release);
     atomic_store_explicit(&s->lo, lo, memory_order_release);
     atomic_store_explicit(&s->hi, hi, memory_order_release);
-    atomic_store_explicit(&s->seq, seq + 2, memory_order_release);
+    VTD_SEQ_WRITE_END(&s->seq);
 }
 
 /* Caches an IRTE read while the invalidation generation was gen. */

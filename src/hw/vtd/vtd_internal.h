@@ -175,6 +175,25 @@ uint64_t vtd_hot_sum(struct vtio_vtd *vtd, enum vtd_hot_stat which);
 /* Adds the sharded counts to translations, iotlb_hits, context_cache_hits. */
 void vtd_stats_add_hot(struct vtio_vtd *vtd, struct vtio_vtd_stats *st);
 
+/*
+ * Sequence locks, the one protocol behind every lock-free cache of the unit
+ * (context and PASID caches, IOTLB and device-TLB, interrupt entry cache),
+ * without fences (ThreadSanitizer cannot follow them).  Writer, one at a
+ * time under the cache's mutex: VTD_SEQ_WRITE_BEGIN (seq odd, relaxed), the
+ * fields with release stores (a reader that sees a new field also sees the
+ * odd seq), VTD_SEQ_WRITE_END (seq even, release).  Reader: seq with
+ * acquire, the fields with acquire loads (which keep the second read of seq
+ * after them), seq again; equal and even means one writer's whole update.
+ * On x86 all of these are plain moves.  The readers stay with their caches,
+ * shaped for their fields.
+ */
+#define VTD_SEQ_WRITE_BEGIN(seq)                                               \
+    atomic_store_explicit((seq), atomic_load_explicit((seq), memory_order_relaxed) + 1, \
+                          memory_order_relaxed)
+#define VTD_SEQ_WRITE_END(seq)                                                 \
+    atomic_store_explicit((seq), atomic_load_explicit((seq), memory_order_relaxed) + 1, \
+                          memory_order_release)
+
 /* Table memory through the platform; 0 or negative errno. */
 static inline int vtd_read(struct vtio_vtd *vtd, uint64_t pa, void *buf, size_t len)
 {

@@ -161,6 +161,16 @@ static int check_entry(const struct vtio_pci_function *fn, struct vtio_pci_fn_pr
     return 0;
 }
 
+/* check_entry, and the entry must have a handler.  Lock held. */
+static int check_used(const struct vtio_pci_function *fn, struct vtio_pci_fn_priv *p,
+                      unsigned index)
+{
+    int rc = check_entry(fn, p, index);
+    if (rc == 0 && !p->irq[index].used)
+        rc = vtio_fail(-ENOENT, "pci: MSI-X entry %u has no handler", index);
+    return rc;
+}
+
 int vtio_pci_request_irq(struct vtio_host *h, const struct vtio_pci_function *fn,
                          unsigned index, vtio_intr_handler handler, void *opaque,
                          unsigned cpu)
@@ -207,9 +217,7 @@ int vtio_pci_irq_vector(struct vtio_host *h, const struct vtio_pci_function *fn,
     if (!p)
         return -EINVAL;
     pthread_mutex_lock(&p->lock);
-    int rc = check_entry(fn, p, index);
-    if (rc == 0 && !p->irq[index].used)
-        rc = vtio_fail(-ENOENT, "pci: MSI-X entry %u has no handler", index);
+    int rc = check_used(fn, p, index);
     if (rc == 0) {
         if (cpu)
             *cpu = p->irq[index].cpu;
@@ -227,9 +235,7 @@ int vtio_pci_free_irq(struct vtio_host *h, const struct vtio_pci_function *fn,
     if (!p)
         return -EINVAL;
     pthread_mutex_lock(&p->lock);
-    int rc = check_entry(fn, p, index);
-    if (rc == 0 && !p->irq[index].used)
-        rc = vtio_fail(-ENOENT, "pci: MSI-X entry %u has no handler", index);
+    int rc = check_used(fn, p, index);
     if (rc == 0)
         release(fn, p, index);
     pthread_mutex_unlock(&p->lock);

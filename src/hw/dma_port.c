@@ -167,10 +167,15 @@ static int check_range(struct vtio_dma_port *port, const struct vtio_dma_transla
 static int check_target(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
                         uint64_t addr, uint64_t len, uint64_t *fault)
 {
+    const uint64_t win = VTIO_MSI_WINDOW_BASE;
     if (in_msi_window(addr, len)) {
+        /* The part below the window first: *fault is the first byte refused. */
+        int ret = addr < win ? check_range(port, xl, addr, win - addr, VTIO_DMA_WRITE, fault) : 0;
+        if (ret < 0)
+            return ret;
         COUNT(port, faults, 1);
         if (fault)
-            *fault = addr > VTIO_MSI_WINDOW_BASE ? addr : VTIO_MSI_WINDOW_BASE;
+            *fault = addr > win ? addr : win;
         return -EFAULT;
     }
     return check_range(port, xl, addr, len, VTIO_DMA_WRITE, fault);

@@ -552,9 +552,14 @@ static void t_find_fault(void)
     CHECK_ERR(vtio_dma_find_fault(&f.port, DEV_BASE + 0x3f0, 0x11, VTIO_DMA_READ, &fault),
               -EFAULT);
     CHECK_EQ(fault, DEV_BASE + 0x400);                 /* the first byte of the hole */
+    /* A data write inside the interrupt window: refused at its first byte. */
+    CHECK_ERR(vtio_dma_find_fault(&f.port, 0xFEE00010ull, 0x20, VTIO_DMA_WRITE, &fault),
+              -EFAULT);
+    CHECK_EQ(fault, 0xFEE00010ull);
+    /* From a hole into the window: the hole's first byte comes first. */
     CHECK_ERR(vtio_dma_find_fault(&f.port, 0xFEDFFFF0ull, 0x20, VTIO_DMA_WRITE, &fault),
               -EFAULT);
-    CHECK_EQ(fault, 0xFEE00000ull);
+    CHECK_EQ(fault, 0xFEDFFFF0ull);
     CHECK_ERR(vtio_dma_check(&f.port, 0xFEE00000ull, 4, VTIO_DMA_WRITE), -EFAULT);
     fx_fini(&f);
 

@@ -149,17 +149,10 @@ static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 }
 
 /* Whether the port would access [addr, addr + len); if not, the fault goes
- * to o.  Data writes that touch the interrupt window are refused by the port
- * (dma_port.h) though vtio_dma_check() passes them, so that is checked here. */
+ * to o (the port's write check also refuses the interrupt window). */
 static bool access_ok(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                       enum vtio_dma_access acc, uint32_t err, struct outcome *o)
 {
-    const uint64_t win = VTIO_MSI_WINDOW_BASE;
-    if (acc == VTIO_DMA_WRITE && overlap(addr, len, win, VTIO_MSI_WINDOW_SIZE)) {
-        if (addr < win && !access_ok(port, addr, win - addr, acc, err, o))
-            return false;                        /* (no recursion: ends below win) */
-        return fail(o, err, addr > win ? addr : win);
-    }
     if (vtio_dma_check(port, addr, len, acc) == 0)
         return true;
     return fail(o, err, first_fault(port, addr, len, acc));

@@ -16,6 +16,8 @@
 #include <vtio/page_alloc.h>
 #include <vtio/pci_enum.h>
 
+#include "host/mm/direct_map.h"
+
 #include <errno.h>
 #include <stdlib.h>
 
@@ -41,8 +43,11 @@ int vtio_host_boot(struct vtio_machine *m, struct vtio_host **out)
     if (rc == 0)
         rc = vtio_page_alloc_reserve(h->pages, 0, LOW_RESERVED);
     if (rc == 0)
+        rc = vtio_direct_map_create(h->mem, &h->dmap);
+    if (rc == 0)
         rc = vtio_pci_enumerate(h->mem, &h->fw, &h->pci);
     if (rc < 0) {
+        vtio_direct_map_destroy(h->dmap);
         vtio_page_alloc_destroy(h->pages);
         free(h);
         return rc;
@@ -56,6 +61,7 @@ void vtio_host_shutdown(struct vtio_host *h)
     if (!h)
         return;
     vtio_pci_enum_destroy(h->pci);
+    vtio_direct_map_destroy(h->dmap);
     vtio_page_alloc_destroy(h->pages);
     free(h);
 }

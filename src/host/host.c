@@ -27,6 +27,14 @@
 
 int vtio_host_boot(struct vtio_machine *m, struct vtio_host **out)
 {
+    return vtio_host_boot_opts(m, NULL, out);
+}
+
+/* PLACEHOLDER wiring: options are stored, not yet acted on (the IOMMU core's
+ * boot sequence replaces this). */
+int vtio_host_boot_opts(struct vtio_machine *m, const struct vtio_host_options *o,
+                        struct vtio_host **out)
+{
     if (!m || !out || !m->mem || !m->intr)
         return vtio_fail(-EINVAL, "host: boot needs a machine");
     struct vtio_host *h = calloc(1, sizeof(*h));
@@ -35,6 +43,8 @@ int vtio_host_boot(struct vtio_machine *m, struct vtio_host **out)
     h->mem = m->mem;
     h->intr = m->intr;
     h->fw = m->fw;
+    if (o)
+        h->opts = *o;
 
     int rc = 0;
     h->pages = vtio_page_alloc_create(h->mem);

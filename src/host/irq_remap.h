@@ -18,7 +18,8 @@
 struct vtio_irq_remap_ops {
     /* An entry delivering `vector` to `cpu`, usable only by requests from
      * rid, and the message that selects it.  @returns the entry's handle
-     * (>= 0); -ENOSPC table full. */
+     * (>= 0); -ENOSPC table full; -ENODEV no unit remaps rid's interrupts;
+     * -EINVAL cpu or vector the entry cannot hold. */
     int (*alloc)(void *ctx, uint16_t rid, unsigned cpu, unsigned vector, uint64_t *addr,
                  uint32_t *data);
     /* Clears the entry and invalidates the unit's cached copy; when this

@@ -80,6 +80,11 @@ struct vtio_dma_path {
 extern const struct vtio_dma_path vtio_dma_direct_path;   /* direct.c */
 extern const struct vtio_dma_path vtio_dma_iommu_path;    /* iommu_dma.c */
 
+/* A path's map_phys failing: records negerr as the calling thread's reason
+ * (what vtio_dma_mapping_error reports; the message is vtio_fail's) and
+ * returns VTIO_DMA_MAPPING_ERROR (mapping.c). */
+vtio_dma_addr_t vtio_dma_map_fail(int negerr);
+
 /* Whether [addr, addr + size) is below mask (dma_capable). */
 static inline bool vtio_dma_capable(uint64_t mask, uint64_t addr, uint64_t size)
 {
@@ -135,6 +140,8 @@ void vtio_swiotlb_sync(struct vtio_swiotlb *p, uint64_t tlb, size_t size,
 bool vtio_swiotlb_owns(const struct vtio_swiotlb *p, uint64_t pa);
 /* The pool's highest byte (what a device mask must reach). */
 uint64_t vtio_swiotlb_end(const struct vtio_swiotlb *p);
+/* The pool's size and the part of it in mapped runs, in bytes (either
+ * pointer may be NULL). */
 void vtio_swiotlb_usage(struct vtio_swiotlb *p, uint64_t *total, uint64_t *used);
 
 /* ---- flush queue (flush_queue.c) */

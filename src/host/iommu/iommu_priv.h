@@ -177,6 +177,31 @@ void vtio_iommu_report_fault(struct vtio_iommu *iommu, const struct vtio_iommu_f
 /* The group of the device with requester id rid; NULL if none. */
 struct vtio_iommu_group *vtio_iommu_group_of_rid(struct vtio_iommu *iommu, uint16_t rid);
 
+/*
+ * Group formation (group.c), the rule on PCI functions: functions behind a
+ * PCIe-to-PCI/PCI-X (or conventional PCI) bridge share the requester id the
+ * bridge puts on their DMA and form one group with the bridge; the functions
+ * of a multi-function device not all of whose functions have ACS Source
+ * Validation, Request and Completion Redirect and Upstream Forwarding on
+ * form one group; every other function is a group of its own.  e is the
+ * whole enumeration (for the bridges above fns); fns[0..n) the functions to
+ * group, in scan order.  Stores group_of[i] (0, 1, ... in order of each
+ * group's first function) and alias_of[i] (the requester id fns[i]'s DMA
+ * carries).  @returns the number of groups; -EINVAL NULL; -ENOMEM.
+ */
+struct vtio_pci_enum;
+struct vtio_pci_function;
+int vtio_iommu_pci_groups(const struct vtio_pci_enum *e,
+                          const struct vtio_pci_function *const *fns, unsigned n,
+                          unsigned *group_of, uint16_t *alias_of);
+/* Builds iommu->groups for the n probed devices devs[] (scan order) served
+ * by units[]: sets dev->group, each group's alias_rid and unit.
+ * @returns 0; -ENOMEM (nothing left allocated). */
+int vtio_iommu_groups_create(struct vtio_iommu *iommu, struct vtio_device **devs,
+                             void **units, unsigned n);
+/* Frees the groups (dev->group back to NULL).  Domains are the caller's. */
+void vtio_iommu_groups_destroy(struct vtio_iommu *iommu);
+
 /* What the DMA layer needs: the domain a device's DMA API calls work on
  * (its group's current domain; NULL if no IOMMU translates dev). */
 static inline struct vtio_iommu_domain *vtio_iommu_dma_domain(struct vtio_device *dev)

@@ -11,6 +11,12 @@
  * registered for the vector it points at; it is masked before the handler
  * goes away.
  *
+ * With interrupt remapping on (h->irq_remap, src/host/irq_remap.h) the
+ * message comes from the remapping driver instead: a remappable-format
+ * message naming an entry of its table that delivers the vector to the cpu
+ * and accepts only this function's requester id.  The entry is given back
+ * after the MSI-X entry is masked, so no message can name a freed entry.
+ *
  * Threads: every call takes the function's lock (pci_priv.h), so calls on
  * one function are serialised; calls on different functions run in
  * parallel.  Unmasking may deliver a pending message at once, on the
@@ -25,6 +31,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "host/irq_remap.h"
 #include "host/pci/pci_priv.h"
 #include "util/error.h"
 
@@ -58,14 +65,37 @@ static void entry_mask(const struct vtio_mmio *t, unsigned i, bool masked)
     vtio_mmio_write32(t, off, ctrl);
 }
 
-/* Masks entry i and gives its vector back.  Lock held. */
+/* Masks entry i and gives its remapping entry and vector back.  Lock held. */
 static void release(const struct vtio_pci_function *fn, struct vtio_pci_fn_priv *p,
                     unsigned i)
 {
     struct vtio_mmio t = msix_table(fn);
+    struct vtio_pci_irq *irq = &p->irq[i];
     entry_mask(&t, i, true);
-    vtio_intr_unregister(p->intr, p->irq[i].cpu, p->irq[i].vector);
-    p->irq[i].used = false;
+    if (irq->remap)
+        irq->remap->ops->free(irq->remap->ctx, irq->remap_handle);
+    vtio_intr_unregister(p->intr, irq->cpu, irq->vector);
+    *irq = (struct vtio_pci_irq){ .used = false };
+}
+
+/* The message that reaches (cpu, vector) from fn: remapped when the host
+ * remaps interrupts.  Fills *irq.  @returns 0; errors of the hook's alloc. */
+static int make_message(struct vtio_host *h, const struct vtio_pci_function *fn,
+                        unsigned cpu, unsigned vector, struct vtio_pci_irq *irq,
+                        uint64_t *addr, uint32_t *data)
+{
+    *irq = (struct vtio_pci_irq){ .used = true, .cpu = cpu, .vector = vector };
+    struct vtio_irq_remap *r = h->irq_remap;
+    if (!r) {
+        vtio_msi_compose(cpu, vector, addr, data);
+        return 0;
+    }
+    int handle = r->ops->alloc(r->ctx, fn->rid, cpu, vector, addr, data);
+    if (handle < 0)
+        return handle;
+    irq->remap = r;
+    irq->remap_handle = handle;
+    return 0;
 }
 
 void vtio_pci_msix_teardown_locked(const struct vtio_pci_function *fn)
@@ -193,14 +223,15 @@ int vtio_pci_request_irq(struct vtio_host *h, const struct vtio_pci_function *fn
     int vec = rc ? rc : vtio_intr_alloc_vector(h->intr, cpu, handler, opaque);
     if (rc == 0 && vec < 0)
         rc = vec;
+    uint64_t addr = 0;
+    uint32_t data = 0;
+    struct vtio_pci_irq irq;
+    if (rc == 0 && (rc = make_message(h, fn, cpu, (unsigned)vec, &irq, &addr, &data)) < 0)
+        vtio_intr_unregister(h->intr, cpu, (unsigned)vec);
     if (rc == 0) {
-        uint64_t addr;
-        uint32_t data;
-        vtio_msi_compose(cpu, (unsigned)vec, &addr, &data);
+        p->irq[index] = irq;
         struct vtio_mmio t = msix_table(fn);
         uint64_t e = (uint64_t)index * VTIO_PCI_MSIX_ENTRY_SIZE;
-        p->irq[index] = (struct vtio_pci_irq){ .used = true, .cpu = cpu,
-                                               .vector = (unsigned)vec };
         vtio_mmio_write32(&t, e + VTIO_PCI_MSIX_ENTRY_LOWER_ADDR, (uint32_t)addr);
         vtio_mmio_write32(&t, e + VTIO_PCI_MSIX_ENTRY_UPPER_ADDR, (uint32_t)(addr >> 32));
         vtio_mmio_write32(&t, e + VTIO_PCI_MSIX_ENTRY_DATA, data);

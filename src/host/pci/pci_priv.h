@@ -16,9 +16,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct vtio_irq_remap;
+
 struct vtio_pci_irq {
     bool used;
     unsigned cpu, vector;
+    /* With interrupt remapping: the hook that made the entry's message and
+     * its handle, given back after the entry is masked.  NULL: the message
+     * is in compatibility format. */
+    struct vtio_irq_remap *remap;
+    int remap_handle;
 };
 
 struct vtio_pci_fn_priv {

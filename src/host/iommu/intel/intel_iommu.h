@@ -110,7 +110,8 @@ struct intel_iommu {
     /* invalidation queue (inval.c): NULL queue = register-based */
     pthread_mutex_t qi_lock;
     uint64_t qi_pa;
-    uint64_t *qi;                      /* 256 descriptors of 16 bytes */
+    uint64_t *qi;                      /* 256 descriptors of 16 bytes (32 on units
+                                          with ECAP.SMTS: IQA.DW, as Linux) */
     unsigned qi_tail;
     uint64_t qi_status_pa;             /* the wait descriptors' status words */
     _Atomic uint32_t *qi_status;
@@ -143,7 +144,8 @@ void intel_unit_shutdown(struct intel_iommu *u);
  * -EIO GSTS did not follow. */
 int intel_gcmd(struct intel_iommu *u, uint32_t bit, bool on);
 /* The entry a device with requester id rid uses (allocates the context
- * table on demand).  Legacy: 16 bytes; scalable: 32.  NULL: -ENOMEM. */
+ * table on demand).  Legacy: 16 bytes; scalable: 32.  NULL: -ENOMEM.
+ * Caller holds ctx_lock. */
 uint64_t *intel_context_entry(struct intel_iommu *u, uint16_t rid);
 int intel_did_alloc(struct intel_iommu *u);
 void intel_did_free(struct intel_iommu *u, unsigned did);
@@ -159,7 +161,7 @@ void intel_flush_iotlb(struct intel_iommu *u, unsigned gran, uint16_t did, uint6
 void intel_flush_iotlb_range(struct intel_iommu *u, uint16_t did, uint64_t start,
                              uint64_t end);
 /* Scalable mode: the PASID-cache entries of a domain (after a PASID entry
- * changed). */
+ * changed); did 0 (never a domain's): every entry (global). */
 void intel_flush_pasid_cache(struct intel_iommu *u, uint16_t did, uint32_t pasid);
 /* Interrupt entry cache: global, or `count` (power of two) entries from index. */
 void intel_flush_iec(struct intel_iommu *u, bool global, unsigned index, unsigned count);

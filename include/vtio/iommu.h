@@ -8,10 +8,12 @@
  *
  * Groups.  A group is the smallest set of devices the IOMMU can isolate
  * from each other; all devices of a group share one domain.  Functions
- * behind a PCIe-to-PCI bridge share the bridge's requester id, and the
- * functions of a multi-function device without ACS isolation can reach
- * each other peer-to-peer, so each of those sets is one group.  Group ids
- * are 0, 1, 2 ... in the order devices were found.
+ * behind a PCIe-to-PCI bridge reach the IOMMU with the one requester id the
+ * bridge gives them (its secondary bus, device 0, function 0; a
+ * conventional PCI bridge uses its own), and the functions of a
+ * multi-function device without ACS isolation can reach each other
+ * peer-to-peer, so each of those sets is one group (with the bridge).
+ * Group ids are 0, 1, 2 ... in the order devices were found.
  *
  * Domains.  A domain is one I/O address space:
  *  - BLOCKED    no DMA at all;

@@ -42,7 +42,7 @@
 
 #define LOW_RESERVED     (1ull << 20)
 #define FQ_SIZE_MAX      65536u
-#define FQ_TIMEOUT_MAX   60000u       /* ms */
+#define FQ_TIMEOUT_MAX   600000u      /* ms: ten minutes */
 
 int vtio_host_boot(struct vtio_machine *m, struct vtio_host **out)
 {

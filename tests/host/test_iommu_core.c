@@ -735,6 +735,10 @@ static void t_default_types(void)
         CHECK_EQ(type_of(&r, 0), cases[c].want);
         CHECK_EQ(type_of(&r, 1), VTIO_IOMMU_DOMAIN_DMA);   /* untrusted: always DMA */
         CHECK(default_domain(&r, 0)->is_default);
+        /* DMA-API domains were handed to the DMA layer, identity ones not */
+        CHECK_EQ(default_domain(&r, 0)->dma_cookie != NULL,
+                 cases[c].want != VTIO_IOMMU_DOMAIN_IDENTITY);
+        CHECK(default_domain(&r, 1)->dma_cookie != NULL);
         CHECK(default_domain(&r, 0) != default_domain(&r, 1));
         rig_down(&r);
     }

@@ -23,29 +23,18 @@
  * and only then free the table pages the unmap emptied (the unit may still
  * have been walking them).
  *
- * Faults.  The driver decodes each hardware fault record and reports it
- * here (from its fault thread or from vtio_iommu_fault_sync).  A report
- * takes a sequence number and a slot in a ring of the last
- * VTIO_IOMMU_FAULT_LOG faults under fault_lock, prints Linux's DMAR line at
- * most 10 times per 5 seconds (then says how many were suppressed), and
- * calls the fault handler of the domain the faulting requester id is in,
- * with no core lock held so the handler may call back into the core.
+ * Faults are fault_log.c's.
  */
 #include <vtio/host.h>
 #include <vtio/page_alloc.h>
-#include <vtio/pci.h>
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "host/dma/dma_priv.h"
 #include "host/iommu/iommu_priv.h"
 #include "util/error.h"
-
-#define FAULT_RATELIMIT_NS    (5ull * 1000000000ull)   /* Linux's DEFAULT_RATELIMIT_INTERVAL */
-#define FAULT_RATELIMIT_BURST 10u                      /* ... and _BURST */
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -79,13 +68,6 @@ static bool group_untrusted(const struct vtio_iommu_group *g)
         if (g->devs[i]->untrusted)
             return true;
     return false;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* ------------------------------------------------------------------------
@@ -301,37 +283,37 @@ static int group_setup_default(struct vtio_iommu *iommu, struct vtio_iommu_group
  * Registration
  * ------------------------------------------------------------------------ */
 
-/* Undoes registration: no device is attached to anything the core knows
- * any more (translation stays as it is until ops->shutdown turns it off;
- * no device does DMA by then: bus mastering is off). */
-static void iommu_teardown(struct vtio_iommu *iommu, struct vtio_device **claimed,
-                           unsigned n_claimed)
+/* Frees every group's default domain.  First no device can find a domain
+ * through its group any more; a user domain still attached stays the
+ * user's.  Translation stays as the hardware has it until ops->shutdown
+ * turns it off, and no device does DMA by then (bus mastering is off). */
+static void free_default_domains(struct vtio_iommu *iommu)
 {
-    struct vtio_iommu_domain **defaults = calloc(iommu->n_groups + 1, sizeof(*defaults));
-    unsigned n_defaults = 0;
+    for (unsigned i = 0; i < iommu->n_groups; i++)
+        for (unsigned j = 0; j < iommu->groups[i]->n_devs; j++)
+            iommu->groups[i]->devs[j]->group = NULL;
     for (unsigned i = 0; i < iommu->n_groups; i++) {
         struct vtio_iommu_group *g = iommu->groups[i];
         struct vtio_iommu_domain *cur = atomic_load(&g->domain);
         if (cur && cur != g->default_domain)
-            cur->attached--;    /* a user domain left attached: it stays the user's */
+            cur->attached--;
         atomic_store(&g->domain, NULL);
-        if (g->default_domain) {
-            if (defaults)
-                defaults[n_defaults++] = g->default_domain;
-            else
-                domain_destroy(g->default_domain);
-        }
+        if (g->default_domain)
+            domain_destroy(g->default_domain);
+        g->default_domain = NULL;
     }
-    /* No device may find a domain through its group from here on. */
+}
+
+static void release_devices(struct vtio_iommu *iommu, struct vtio_device **devs, unsigned n)
+{
+    for (unsigned i = 0; i < n && iommu->ops->release_device; i++)
+        iommu->ops->release_device(iommu->drv, devs[i]);
+}
+
+/* The last step of unregistering, or of a failed registration. */
+static void iommu_free(struct vtio_iommu *iommu)
+{
     vtio_iommu_groups_destroy(iommu);
-    for (unsigned i = 0; i < n_defaults; i++) {
-        defaults[i]->attached = 0;
-        domain_destroy(defaults[i]);
-    }
-    free(defaults);
-    for (unsigned i = 0; i < n_claimed; i++)
-        if (iommu->ops->release_device)
-            iommu->ops->release_device(iommu->drv, claimed[i]);
     iommu->ops->shutdown(iommu->drv);
     pthread_mutex_destroy(&iommu->lock);
     pthread_mutex_destroy(&iommu->fault_lock);
@@ -350,9 +332,7 @@ static int probe_devices(struct vtio_iommu *iommu, struct vtio_device **claimed,
         if (rc == -ENODEV)
             continue;
         if (rc < 0) {
-            for (int j = 0; j < n; j++)
-                if (iommu->ops->release_device)
-                    iommu->ops->release_device(iommu->drv, claimed[j]);
+            release_devices(iommu, claimed, (unsigned)n);
             return vtio_fail(rc, "iommu: %s: probing %s failed (%s)", iommu->ops->name,
                              h->devices[i]->name, vtio_last_error());
         }
@@ -398,11 +378,14 @@ int vtio_iommu_register(struct vtio_host *h, const struct vtio_iommu_ops *ops, v
     pthread_mutex_unlock(&iommu->lock);
     free(units);
     if (rc < 0) {
-        iommu_teardown(iommu, claimed, n_claimed);
-        free(claimed);
-        return rc;
+        free_default_domains(iommu);
+        release_devices(iommu, claimed, n_claimed);
     }
     free(claimed);
+    if (rc < 0) {
+        iommu_free(iommu);
+        return rc;
+    }
     h->iommu = iommu;
     vtio_host_log(h, VTIO_LOG_INFO, "iommu: %s: %u of %u devices in %u groups",
                   ops->name ? ops->name : "driver", n_claimed, h->n_devices, iommu->n_groups);
@@ -414,18 +397,12 @@ void vtio_iommu_unregister(struct vtio_host *h)
     if (!h || !h->iommu)
         return;
     struct vtio_iommu *iommu = h->iommu;
-    /* The claimed devices are exactly the groups' members. */
-    unsigned n = 0;
-    for (unsigned i = 0; i < iommu->n_groups; i++)
-        n += iommu->groups[i]->n_devs;
-    struct vtio_device **claimed = calloc(n + 1, sizeof(*claimed));
-    n = 0;
-    for (unsigned i = 0; claimed && i < iommu->n_groups; i++)
-        for (unsigned j = 0; j < iommu->groups[i]->n_devs; j++)
-            claimed[n++] = iommu->groups[i]->devs[j];
     h->iommu = NULL;
-    iommu_teardown(iommu, claimed, n);
-    free(claimed);
+    free_default_domains(iommu);
+    /* the devices the driver claimed are exactly the groups' members */
+    for (unsigned i = 0; i < iommu->n_groups; i++)
+        release_devices(iommu, iommu->groups[i]->devs, iommu->groups[i]->n_devs);
+    iommu_free(iommu);
 }
 
 bool vtio_iommu_present(struct vtio_host *h)
@@ -758,129 +735,4 @@ int vtio_iommu_iova_to_phys(struct vtio_iommu_domain *d, uint64_t iova, uint64_t
     if (!is_paging(d) || !d->ops->iova_to_phys || iova > d->aperture_end)
         return -ENOENT;
     return d->ops->iova_to_phys(d, iova, pa);
-}
-
-/* ------------------------------------------------------------------------
- * Faults
- * ------------------------------------------------------------------------ */
-
-void vtio_iommu_set_fault_handler(struct vtio_iommu_domain *d, vtio_iommu_fault_fn fn,
-                                  void *opaque)
-{
-    if (!d)
-        return;
-    /* A reader loads fn, then opaque: publish opaque first when setting,
-     * withdraw fn first when clearing. */
-    if (fn) {
-        atomic_store_explicit(&d->fault_opaque, opaque, memory_order_relaxed);
-        atomic_store_explicit(&d->fault_fn, fn, memory_order_release);
-    } else {
-        atomic_store_explicit(&d->fault_fn, NULL, memory_order_release);
-        atomic_store_explicit(&d->fault_opaque, opaque, memory_order_relaxed);
-    }
-}
-
-/*
- * Linux's __ratelimit with interval 5 s and burst 10 (fault_lock held):
- * the first 10 messages of a window print; the rest are counted, and the
- * first call of the next window reports the count.  @returns whether this
- * message prints; *missed the count to report first (0: none).
- */
-static bool fault_ratelimit(struct vtio_iommu *iommu, uint64_t now, unsigned *missed)
-{
-    *missed = 0;
-    if (iommu->ratelimit_begin_ns == 0)
-        iommu->ratelimit_begin_ns = now;
-    if (now - iommu->ratelimit_begin_ns >= FAULT_RATELIMIT_NS) {
-        *missed = iommu->ratelimit_missed;
-        iommu->ratelimit_begin_ns = now;
-        iommu->ratelimit_printed = 0;
-        iommu->ratelimit_missed = 0;
-    }
-    if (iommu->ratelimit_printed < FAULT_RATELIMIT_BURST) {
-        iommu->ratelimit_printed++;
-        return true;
-    }
-    iommu->ratelimit_missed++;
-    return false;
-}
-
-/* Linux's DMAR fault line (dmar_fault_do_one). */
-static void fault_print(struct vtio_host *h, const struct vtio_iommu_fault *f)
-{
-    const char *reason = f->reason_str ? f->reason_str : "Unknown";
-    unsigned bus = VTIO_PCI_RID_BUS(f->sid), dev = VTIO_PCI_RID_DEV(f->sid);
-    unsigned fn = VTIO_PCI_RID_FN(f->sid);
-    if (f->is_interrupt)
-        vtio_host_log(h, VTIO_LOG_ERR, "DMAR: [INTR-REMAP] Request device [%02x:%02x.%u] "
-                      "fault index 0x%llx [fault reason 0x%02x] %s", bus, dev, fn,
-                      (unsigned long long)f->addr, f->reason, reason);
-    else if (f->has_pasid)
-        vtio_host_log(h, VTIO_LOG_ERR, "DMAR: [%s PASID 0x%x] Request device [%02x:%02x.%u] "
-                      "fault addr 0x%llx [fault reason 0x%02x] %s",
-                      f->write ? "DMA Write" : "DMA Read", f->pasid, bus, dev, fn,
-                      (unsigned long long)f->addr, f->reason, reason);
-    else
-        vtio_host_log(h, VTIO_LOG_ERR, "DMAR: [%s NO_PASID] Request device [%02x:%02x.%u] "
-                      "fault addr 0x%llx [fault reason 0x%02x] %s",
-                      f->write ? "DMA Write" : "DMA Read", bus, dev, fn,
-                      (unsigned long long)f->addr, f->reason, reason);
-}
-
-void vtio_iommu_report_fault(struct vtio_iommu *iommu, const struct vtio_iommu_fault *f)
-{
-    if (!iommu || !f)
-        return;
-    struct vtio_iommu_fault entry = *f;
-    unsigned missed;
-    pthread_mutex_lock(&iommu->fault_lock);
-    entry.seq = ++iommu->fault_seq;
-    iommu->log[(entry.seq - 1) % VTIO_IOMMU_FAULT_LOG] = entry;
-    bool print = fault_ratelimit(iommu, now_ns(), &missed);
-    pthread_mutex_unlock(&iommu->fault_lock);
-
-    if (missed)
-        vtio_host_log(iommu->host, VTIO_LOG_WARN, "dmar_fault: %u callbacks suppressed",
-                      missed);
-    if (print)
-        fault_print(iommu->host, &entry);
-
-    struct vtio_iommu_group *g = vtio_iommu_group_of_rid(iommu, entry.sid);
-    struct vtio_iommu_domain *d = g ? atomic_load_explicit(&g->domain, memory_order_acquire)
-                                    : NULL;
-    vtio_iommu_fault_fn fn = d ? atomic_load_explicit(&d->fault_fn, memory_order_acquire)
-                               : NULL;
-    if (fn)
-        fn(atomic_load_explicit(&d->fault_opaque, memory_order_relaxed), d, &entry);
-}
-
-uint64_t vtio_iommu_fault_sync(struct vtio_host *h)
-{
-    if (!h || !h->iommu)
-        return 0;
-    struct vtio_iommu *iommu = h->iommu;
-    if (iommu->ops->fault_sync)
-        iommu->ops->fault_sync(iommu->drv);
-    pthread_mutex_lock(&iommu->fault_lock);
-    uint64_t seq = iommu->fault_seq;
-    pthread_mutex_unlock(&iommu->fault_lock);
-    return seq;
-}
-
-unsigned vtio_iommu_fault_log(struct vtio_host *h, struct vtio_iommu_fault *out, unsigned max)
-{
-    if (!h || !h->iommu || !out)
-        return 0;
-    struct vtio_iommu *iommu = h->iommu;
-    pthread_mutex_lock(&iommu->fault_lock);
-    uint64_t have = iommu->fault_seq < VTIO_IOMMU_FAULT_LOG ? iommu->fault_seq
-                                                            : VTIO_IOMMU_FAULT_LOG;
-    unsigned n = have < max ? (unsigned)have : max;
-    /* the last n, oldest first */
-    for (unsigned i = 0; i < n; i++) {
-        uint64_t seq = iommu->fault_seq - n + 1 + i;
-        out[i] = iommu->log[(seq - 1) % VTIO_IOMMU_FAULT_LOG];
-    }
-    pthread_mutex_unlock(&iommu->fault_lock);
-    return n;
 }

@@ -1,14 +1,19 @@
 /*
- * Tests of DMA-API debugging (src/host/dma/debug.c), driven through its
+ * Tests of DMA-API debugging (src/host/dma/debug.c).  First through its
  * internal hooks as mapping.c drives them: every kind of misuse is reported
  * once, with the sites that made and misused the mapping; correct use
- * reports nothing, also from many threads.
+ * reports nothing, also from many threads.  Then through the public DMA API
+ * on a host booted with dma_debug, where the sites are this file's lines.
  */
 #include "harness.h"
 
+#include <vtio/dev/dma_engine.h>
+#include <vtio/device.h>
+#include <vtio/dma.h>
 #include <vtio/host.h>
 #include <vtio/machine.h>
 #include <vtio/page_alloc.h>
+#include <vtio/pci_enum.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -583,6 +588,219 @@ static void t_threads(void)
     down(&r);
 }
 
+
+/* ------------------------------------------------------------------------
+ * Through the public API (host option dma_debug)
+ * ------------------------------------------------------------------------ */
+
+struct api_rig {
+    struct vtio_machine *m;
+    struct vtio_host *h;
+    struct vtio_device *dev;        /* the DMA engine */
+    uint64_t buf;                   /* 64 KiB */
+    uint8_t *cpu;
+};
+
+static void api_up(struct api_rig *r, bool iommu_off, uint64_t ram)
+{
+    struct vtio_machine_config mc = { .ram_size = ram };
+    CHECK_OK(vtio_machine_create(&mc, &r->m));
+    struct vtio_host_options o = { .iommu_off = iommu_off, .dma_debug = true,
+                                   .log_fn = capture_log };
+    CHECK_OK(vtio_host_boot_opts(r->m, &o, &r->h));
+    const struct vtio_pci_function *fn =
+        vtio_pci_find(r->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
+    CHECK(fn != NULL);
+    r->dev = vtio_host_device(r->h, fn);
+    CHECK(r->dev != NULL);
+    vtio_dma_debug_set_handler(r->h, on_report, NULL);
+    CHECK_OK(vtio_page_alloc(r->h->pages, 4, VTIO_PAGE_ZERO, &r->buf));
+    r->cpu = vtio_host_phys_to_virt(r->h, r->buf);
+    n_seen = 0;
+    n_err_logs = 0;
+    taken = 0;
+}
+
+static void api_down(struct api_rig *r)
+{
+    vtio_host_shutdown(r->h);
+    vtio_machine_destroy(r->m);
+}
+
+/* Whether a site is "<...>/test_dma_debug.c:<line>". */
+static bool site_is(const char *site, int line)
+{
+    char want[64];
+    int n = snprintf(want, sizeof(want), "/test_dma_debug.c:%d", line);
+    size_t len = strlen(site);
+    return len >= (size_t)n && strcmp(site + len - (size_t)n, want) == 0;
+}
+
+#define CHECK_SITE(site, line) \
+    CHECKF(site_is(site, line), "site %s, want this file's line %d", site, line)
+
+static uint64_t api_debug_errors(struct api_rig *r)
+{
+    struct vtio_dma_stats st;
+    vtio_dma_get_stats(r->h, &st);
+    return st.debug_errors;
+}
+
+static void t_api_correct_use(void)
+{
+    struct api_rig r;
+    api_up(&r, false, 256 * VTIO_MiB);
+    struct vtio_device *dev = r.dev;
+    vtio_dma_addr_t a = vtio_dma_map_single(dev, r.cpu, 4096, VTIO_DMA_TO_DEVICE);
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_sync_single_for_cpu(dev, a, 4096, VTIO_DMA_TO_DEVICE);
+    vtio_dma_cpu_access(dev, r.cpu, 4096, true);
+    r.cpu[0]++;
+    vtio_dma_sync_single_for_device(dev, a, 4096, VTIO_DMA_TO_DEVICE);
+    vtio_dma_unmap_single(dev, a, 4096, VTIO_DMA_TO_DEVICE);
+
+    a = vtio_dma_map_page(dev, r.buf + 8192, 100, VTIO_DMA_FROM_DEVICE);
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_sync_single_for_cpu(dev, a + 50, 50, VTIO_DMA_FROM_DEVICE);
+    vtio_dma_unmap_page(dev, a, 100, VTIO_DMA_FROM_DEVICE);
+
+    struct vtio_scatterlist sg[3] = { { .phys = r.buf, .length = 4096 },
+                                      { .phys = r.buf + 4096, .length = 4096 },
+                                      { .phys = r.buf + 20000, .length = 300 } };
+    CHECK_GT(vtio_dma_map_sg(dev, sg, 3, VTIO_DMA_BIDIRECTIONAL), 0);
+    vtio_dma_sync_sg_for_cpu(dev, sg, 3, VTIO_DMA_BIDIRECTIONAL);
+    vtio_dma_sync_sg_for_device(dev, sg, 3, VTIO_DMA_BIDIRECTIONAL);
+    vtio_dma_unmap_sg(dev, sg, 3, VTIO_DMA_BIDIRECTIONAL);
+
+    vtio_dma_addr_t handle;
+    uint8_t *coh = vtio_dma_alloc_coherent(dev, 8192, &handle);
+    CHECK(coh != NULL);
+    vtio_dma_cpu_access(dev, coh, 8192, true);
+    vtio_dma_free_coherent(dev, 8192, coh, handle);
+
+    CHECK_EQ(vtio_dma_debug_check_leaks(dev), 0);
+    none_since(0);
+    CHECK_EQ(api_debug_errors(&r), 0);
+    api_down(&r);
+}
+
+static void t_api_misuse(void)
+{
+    struct api_rig r;
+    api_up(&r, false, 256 * VTIO_MiB);
+    struct vtio_device *dev = r.dev;
+    const struct vtio_dma_debug_report *rep;
+    vtio_dma_addr_t a;
+    int ml, ul, ul2;    /* lines of the map and unmap calls (each on the call's line) */
+
+    /* wrong size */
+    a = vtio_dma_map_single(dev, r.cpu, 4096, VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_unmap_single(dev, a, 2048, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_SIZE_MISMATCH);
+    CHECK(rep->dev == dev);
+    CHECK_EQ(rep->addr, a);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->site, ul);
+
+    /* double unmap: the second is refused, naming both earlier calls */
+    a = vtio_dma_map_single(dev, r.cpu, 4096, VTIO_DMA_FROM_DEVICE); ml = __LINE__;
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_unmap_single(dev, a, 4096, VTIO_DMA_FROM_DEVICE); ul = __LINE__;
+    vtio_dma_unmap_single(dev, a, 4096, VTIO_DMA_FROM_DEVICE); ul2 = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_DOUBLE_UNMAP);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->unmap_site, ul);
+    CHECK_SITE(rep->site, ul2);
+
+    /* never checked */
+    a = vtio_dma_map_page(dev, r.buf, 512, VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    vtio_dma_unmap_page(dev, a, 512, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_UNCHECKED);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->site, ul);
+
+    /* unmap_single of a page mapping; another direction */
+    a = vtio_dma_map_page(dev, r.buf, 512, VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_unmap_single(dev, a, 512, VTIO_DMA_TO_DEVICE);
+    CHECK_SITE(one(VTIO_DMA_DEBUG_KIND_MISMATCH)->map_site, ml);
+    a = vtio_dma_map_single(dev, r.cpu, 512, VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_unmap_single(dev, a, 512, VTIO_DMA_BIDIRECTIONAL);
+    CHECK_SITE(one(VTIO_DMA_DEBUG_DIR_MISMATCH)->map_site, ml);
+
+    /* sync past the end; CPU access while the device owns it; a CPU write
+     * to a TO_DEVICE buffer found at unmap */
+    a = vtio_dma_map_single(dev, r.cpu, 4096, VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+    vtio_dma_sync_single_for_cpu(dev, a + 4000, 200, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_SYNC_RANGE);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->site, ul);
+    vtio_dma_sync_single_for_device(dev, a, 4096, VTIO_DMA_TO_DEVICE);
+    vtio_dma_cpu_access(dev, r.cpu + 100, 1, false); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_CPU_ACCESS);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->site, ul);
+    r.cpu[100] ^= 0xff;
+    vtio_dma_unmap_single(dev, a, 4096, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_CPU_ACCESS);
+    CHECK_SITE(rep->site, ul);
+
+    /* an address never mapped */
+    vtio_dma_unmap_single(dev, 0x12345000, 4096, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_NOT_MAPPED);
+    CHECK_SITE(rep->site, ul);
+    CHECK(strcmp(rep->map_site, "") == 0);
+
+    /* a failed map never checked, found at the next map */
+    uint8_t not_ram[64];
+    a = vtio_dma_map_single(dev, not_ram, sizeof(not_ram), VTIO_DMA_TO_DEVICE); ml = __LINE__;
+    CHECK_EQ(a, VTIO_DMA_MAPPING_ERROR);
+    a = vtio_dma_map_single(dev, r.cpu, 64, VTIO_DMA_TO_DEVICE); ul = __LINE__;
+    rep = one(VTIO_DMA_DEBUG_UNCHECKED);
+    CHECK_SITE(rep->map_site, ml);
+    CHECK_SITE(rep->site, ul);
+    CHECK_OK(vtio_dma_mapping_error(dev, a));
+
+    /* ... and left mapped when the driver goes */
+    CHECK_OK(vtio_device_bind(dev, "test"));
+    CHECK_EQ(vtio_device_unbind(dev), 1);
+    rep = one(VTIO_DMA_DEBUG_LEAK);
+    CHECK_SITE(rep->map_site, ul);
+    CHECK_EQ(rep->addr, a);
+    CHECK_EQ(api_debug_errors(&r), 11);
+    api_down(&r);
+}
+
+static void t_api_bounced_double_unmap(void)
+{
+    struct api_rig r;
+    api_up(&r, true, 6 * VTIO_GiB);             /* no IOMMU: a 32-bit device bounces */
+    uint64_t high;
+    CHECK_OK(vtio_page_alloc(r.h->pages, 0, 0, &high));
+    CHECK_GE(high, VTIO_PAGE_DMA32_LIMIT);
+    vtio_dma_addr_t a = vtio_dma_map_page(r.dev, high, 4096, VTIO_DMA_FROM_DEVICE);
+    CHECK_OK(vtio_dma_mapping_error(r.dev, a));
+    struct vtio_dma_stats st;
+    vtio_dma_get_stats(r.h, &st);
+    CHECK_EQ(st.bounced_maps, 1);
+    CHECK_EQ(st.swiotlb_used, 4096);
+    vtio_dma_unmap_page(r.dev, a, 4096, VTIO_DMA_FROM_DEVICE);
+    /* A bounce slot mapped again in between must not be freed by the
+     * stale unmap: debugging refuses it. */
+    vtio_dma_addr_t b = vtio_dma_map_page(r.dev, high, 4096, VTIO_DMA_FROM_DEVICE);
+    CHECK_OK(vtio_dma_mapping_error(r.dev, b));
+    vtio_dma_unmap_page(r.dev, b, 4096, VTIO_DMA_FROM_DEVICE);
+    vtio_dma_unmap_page(r.dev, a, 4096, VTIO_DMA_FROM_DEVICE);
+    one(VTIO_DMA_DEBUG_DOUBLE_UNMAP);
+    vtio_dma_get_stats(r.h, &st);
+    CHECK_EQ(st.swiotlb_used, 0);
+    CHECK_EQ(st.unmaps, 2);
+    api_down(&r);
+}
+
 static const struct vtio_test tests[] = {
     { "correct_use", "map, check, sync both ways, unmap of every kind, a checked failure, "
       "one buffer mapped twice and CPU access to CPU-owned memory report nothing",
@@ -611,6 +829,14 @@ static const struct vtio_test tests[] = {
       "naming the device, the kind and the sites", t_host_log_by_default },
     { "threads", "four threads mapping, syncing, declaring CPU access and unmapping "
       "correctly, with leak checks running beside them, report nothing", t_threads },
+    { "api_correct_use", "through the public API with dma_debug: single, page, sg and "
+      "coherent mappings used by the rules report nothing", t_api_correct_use },
+    { "api_misuse", "through the public API: wrong size, double unmap, unchecked, wrong "
+      "kind and direction, sync past the end, CPU access and writes, unknown address, an "
+      "unchecked failed map and a leak at unbind are each one report whose map_site and "
+      "site are this file's lines", t_api_misuse },
+    { "api_bounced_double_unmap", "a double unmap of a bounced mapping is reported and "
+      "refused, so the bounce slots in use again stay mapped", t_api_bounced_double_unmap },
 };
 
 VTIO_TEST_MAIN(tests)

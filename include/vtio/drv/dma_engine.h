@@ -11,9 +11,10 @@
  * put on the bus: with no IOMMU they are physical addresses; behind an IOMMU
  * they are IOVAs from the DMA mapping API.
  *
- * Rings, completion records and SG lists live in machine RAM from the host
- * page allocator; the driver reaches the device only through its BAR0
- * registers, its completion records and its interrupts.
+ * The driver binds to the function's device (include/vtio/device.h) and
+ * sets its DMA mask; rings, completion records and SG lists are coherent
+ * DMA memory (vtio_dma_alloc_coherent).  It reaches the device only through
+ * its BAR0 registers, its completion records and its interrupts.
  *
  * Threads: the calls on one channel are serialised by the channel's lock, so
  * any thread may prep, issue and wait on any channel; different channels
@@ -33,6 +34,8 @@ struct vtio_dmae_chan;
 struct vtio_dmae_config {
     unsigned ring_entries;    /* per channel, power of two 2..4096; 0 means 256 */
     unsigned channels;        /* how many to use; 0 means all the device has */
+    unsigned dma_bits;        /* address bits the board wires, 24..64; 0 means 64
+                                 (the DMA mask the driver sets) */
 };
 
 /* A scatter-gather entry for vtio_dmae_prep_copy_sg(). */
@@ -42,11 +45,11 @@ struct vtio_dmae_seg {
 };
 
 /*
- * Takes over an engine: resets it, allocates rings and completion records,
- * enables bus mastering and MSI-X (one vector per channel), enables the
- * channels.
- * @returns 0 and *out; -ENODEV not a vtio DMA engine; -ENOMEM; -EINVAL bad
- * config; errors from MSI-X setup.
+ * Takes over an engine: binds to its device, sets the DMA mask, resets it,
+ * allocates rings and completion records, enables bus mastering and MSI-X
+ * (one vector per channel), enables the channels.
+ * @returns 0 and *out; -ENODEV not a vtio DMA engine; -EBUSY another driver
+ * has the device; -ENOMEM; -EINVAL bad config; errors from MSI-X setup.
  */
 VTIO_API int vtio_dmae_probe(struct vtio_host *h, const struct vtio_pci_function *fn,
                              const struct vtio_dmae_config *cfg, struct vtio_dmae **out);

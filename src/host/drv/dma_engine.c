@@ -19,10 +19,11 @@
  * first, which is what keeps the doorbell-to-completion latency low.
  */
 #define _GNU_SOURCE
+#include <vtio/device.h>
+#include <vtio/dma.h>
 #include <vtio/drv/dma_engine.h>
 #include <vtio/host.h>
 #include <vtio/mem.h>
-#include <vtio/page_alloc.h>
 #include <vtio/pci.h>
 #include <vtio/pci_enum.h>
 
@@ -37,6 +38,13 @@
 #include "util/error.h"
 
 #define SPIN_NS 50000        /* spin this long on a record before sleeping */
+#define SG_BLOCK (2 * VTIO_DMAE_MAX_SG * sizeof(struct vtio_dmae_sg))   /* both lists */
+
+/* A block of coherent memory: where the CPU and the device find it. */
+struct coherent {
+    uint64_t pa;
+    vtio_dma_addr_t dma;
+};
 
 struct vtio_dmae_chan {
     struct vtio_dmae *dev;
@@ -45,9 +53,9 @@ struct vtio_dmae_chan {
 
     pthread_mutex_t lock;            /* serialises prep/issue/reset; guards: */
     unsigned entries;
-    uint64_t ring_pa, records_pa;    /* descriptor ring, completion records */
+    struct coherent ring, records;   /* descriptor ring, completion records */
     int64_t prepared, issued, reclaimed;
-    uint64_t *sg_pa;                 /* per slot: SG list block or 0 */
+    struct coherent *sg;             /* per slot: SG list block (pa 0: none) */
     uint16_t *slot_flags;            /* per slot: the descriptor's flags */
     int64_t dropped_lo, dropped_hi;  /* (lo, hi]: cookies the last reset dropped */
     unsigned looks;                  /* incomplete looks, to pace STATUS reads */
@@ -62,6 +70,8 @@ struct vtio_dmae_chan {
 struct vtio_dmae {
     struct vtio_host *host;
     const struct vtio_pci_function *fn;
+    struct vtio_device *device;      /* for the DMA API */
+    bool bound;
     struct vtio_mmio bar;            /* BAR0 */
     unsigned nchan;
     bool msix_on;
@@ -69,19 +79,28 @@ struct vtio_dmae {
 };
 
 /* ------------------------------------------------------------------------
- * Memory the device reads and writes.  With no IOMMU its DMA address is its
- * physical address; the DMA mapping layer will own this choice later.
+ * Memory the device reads and writes: coherent DMA memory from the DMA API.
+ * The CPU writes it at its physical address; the device is given the DMA
+ * address (an IOVA in a DMA domain, the physical address otherwise).
  */
 
-static int coherent_alloc(struct vtio_dmae *dev, uint64_t size, uint64_t *pa)
+static int coherent_alloc(struct vtio_dmae *dev, uint64_t size, struct coherent *c)
 {
-    return vtio_page_alloc(dev->host->pages, vtio_page_order(size), VTIO_PAGE_ZERO, pa);
+    vtio_dma_addr_t dma;
+    void *cpu = vtio_dma_alloc_coherent(dev->device, size, &dma);
+    if (!cpu)
+        return -ENOMEM;        /* vtio_last_error() says why */
+    vtio_host_virt_to_phys(dev->host, cpu, &c->pa);
+    c->dma = dma;
+    return 0;
 }
 
-static void coherent_free(struct vtio_dmae *dev, uint64_t pa, uint64_t size)
+static void coherent_free(struct vtio_dmae *dev, struct coherent *c, uint64_t size)
 {
-    if (pa)
-        vtio_page_free(dev->host->pages, pa, vtio_page_order(size));
+    if (c->pa)
+        vtio_dma_free_coherent(dev->device, size, vtio_host_phys_to_virt(dev->host, c->pa),
+                               c->dma);
+    *c = (struct coherent){ 0 };
 }
 
 static struct vtio_mem *cpu_mem(struct vtio_dmae_chan *ch)
@@ -98,16 +117,16 @@ static unsigned slot_of(const struct vtio_dmae_chan *ch, int64_t cookie)
     return (unsigned)((uint64_t)(cookie - 1) % ch->entries);
 }
 
-static uint64_t record_pa(const struct vtio_dmae_chan *ch, unsigned slot)
+static uint64_t record_off(unsigned slot)
 {
-    return ch->records_pa + (uint64_t)slot * sizeof(struct vtio_dmae_completion);
+    return (uint64_t)slot * sizeof(struct vtio_dmae_completion);
 }
 
 /* Reads the record of cookie: 1 complete, 0 not yet (or not its record). */
 static int read_record(struct vtio_dmae_chan *ch, int64_t cookie,
                        struct vtio_dmae_completion *rec)
 {
-    uint64_t pa = record_pa(ch, slot_of(ch, cookie));
+    uint64_t pa = ch->records.pa + record_off(slot_of(ch, cookie));
     /* The status word is written last by the device; read it first. */
     rec->status = vtio_mem_read32(cpu_mem(ch), pa);
     if (rec->status == 0)
@@ -118,10 +137,7 @@ static int read_record(struct vtio_dmae_chan *ch, int64_t cookie,
 
 static void release_slot(struct vtio_dmae_chan *ch, unsigned slot)
 {
-    if (ch->sg_pa[slot]) {
-        coherent_free(ch->dev, ch->sg_pa[slot], 2 * VTIO_DMAE_MAX_SG * sizeof(struct vtio_dmae_sg));
-        ch->sg_pa[slot] = 0;
-    }
+    coherent_free(ch->dev, &ch->sg[slot], SG_BLOCK);
 }
 
 /* Frees the slots of cookies that completed successfully, oldest first. */
@@ -168,7 +184,7 @@ static bool stuck(struct vtio_dmae_chan *ch)
 
 /* Claims the next slot and writes desc into it.  Called with ch->lock. */
 static int64_t push(struct vtio_dmae_chan *ch, struct vtio_dmae_desc *desc, unsigned flags,
-                    uint64_t sg_block)
+                    const struct coherent *sg_block)
 {
     /* One slot stays empty: TAIL == HEAD means an empty ring to the device. */
     if (ch->prepared - ch->reclaimed >= ch->entries - 1)
@@ -178,13 +194,15 @@ static int64_t push(struct vtio_dmae_chan *ch, struct vtio_dmae_desc *desc, unsi
     int64_t cookie = ++ch->prepared;
     unsigned slot = slot_of(ch, cookie);
     desc->op_flags |= (uint32_t)flags << 16;
-    desc->completion = record_pa(ch, slot);
+    desc->completion = ch->records.dma + record_off(slot);
     desc->cookie = (uint64_t)cookie;
-    ch->sg_pa[slot] = sg_block;
+    if (sg_block)
+        ch->sg[slot] = *sg_block;
     ch->slot_flags[slot] = (uint16_t)flags;
     /* The record must read "not done" before the device can see the slot. */
-    vtio_mem_set(cpu_mem(ch), desc->completion, 0, sizeof(struct vtio_dmae_completion));
-    vtio_mem_write(cpu_mem(ch), ch->ring_pa + (uint64_t)slot * sizeof(*desc), desc,
+    vtio_mem_set(cpu_mem(ch), ch->records.pa + record_off(slot), 0,
+                 sizeof(struct vtio_dmae_completion));
+    vtio_mem_write(cpu_mem(ch), ch->ring.pa + (uint64_t)slot * sizeof(*desc), desc,
                    sizeof(*desc));
     return cookie;
 }
@@ -199,7 +217,7 @@ static int64_t prep(struct vtio_dmae_chan *ch, uint32_t op, uint64_t src, uint64
     struct vtio_dmae_desc d = { .op_flags = op, .src = src, .dst = dst, .len = len };
     pthread_mutex_lock(&ch->lock);
     int64_t ret = stuck(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
-                             : push(ch, &d, flags, 0);
+                             : push(ch, &d, flags, NULL);
     pthread_mutex_unlock(&ch->lock);
     return ret;
 }
@@ -256,23 +274,24 @@ int64_t vtio_dmae_prep_copy_sg(struct vtio_dmae_chan *ch, const struct vtio_dmae
         return vtio_fail(-EINVAL, "unknown descriptor flags %#x", flags);
 
     /* Both lists in one block: sources first, destinations at the half. */
-    const uint64_t half = VTIO_DMAE_MAX_SG * sizeof(struct vtio_dmae_sg);
-    uint64_t block;
-    int ret = coherent_alloc(ch->dev, 2 * half, &block);
+    const uint64_t half = SG_BLOCK / 2;
+    struct coherent block;
+    int ret = coherent_alloc(ch->dev, SG_BLOCK, &block);
     if (ret < 0)
         return ret;
-    write_sg(ch, block, src, nsrc);
-    write_sg(ch, block + half, dst, ndst);
+    write_sg(ch, block.pa, src, nsrc);
+    write_sg(ch, block.pa + half, dst, ndst);
     struct vtio_dmae_desc d = {
-        .op_flags = VTIO_DMAE_OP_COPY_SG, .src = block, .dst = block + half, .len = total,
+        .op_flags = VTIO_DMAE_OP_COPY_SG, .src = block.dma, .dst = block.dma + half,
+        .len = total,
         .src_sg_count = nsrc, .dst_sg_count = ndst,
     };
     pthread_mutex_lock(&ch->lock);
     int64_t cookie = stuck(ch) ? vtio_fail(-EIO, "channel %u is halted", ch->index)
-                                : push(ch, &d, flags, block);
+                                : push(ch, &d, flags, &block);
     pthread_mutex_unlock(&ch->lock);
     if (cookie < 0)
-        coherent_free(ch->dev, block, 2 * half);
+        coherent_free(ch->dev, &block, SG_BLOCK);
     return cookie;
 }
 
@@ -400,7 +419,7 @@ uint32_t vtio_dmae_error(struct vtio_dmae_chan *ch)
 /* Programs the ring into the (reset) channel and starts it. */
 static void chan_start(struct vtio_dmae_chan *ch)
 {
-    vtio_mmio_write64(&ch->regs, VTIO_DMAE_RING_BASE, ch->ring_pa);
+    vtio_mmio_write64(&ch->regs, VTIO_DMAE_RING_BASE, ch->ring.dma);
     vtio_mmio_write32(&ch->regs, VTIO_DMAE_RING_SIZE, ch->entries);
     vtio_mmio_write32(&ch->regs, VTIO_DMAE_INT_VEC, ch->index);
     vtio_mmio_write32(&ch->regs, VTIO_DMAE_CTRL, VTIO_DMAE_CTRL_EN | VTIO_DMAE_CTRL_IE);
@@ -456,14 +475,14 @@ static int chan_init(struct vtio_dmae *dev, unsigned i, unsigned entries)
     pthread_mutex_init(&ch->lock, NULL);
     pthread_mutex_init(&ch->irq_lock, NULL);
     pthread_cond_init(&ch->irq_cond, NULL);
-    ch->sg_pa = calloc(entries, sizeof(*ch->sg_pa));
+    ch->sg = calloc(entries, sizeof(*ch->sg));
     ch->slot_flags = calloc(entries, sizeof(*ch->slot_flags));
-    if (!ch->sg_pa || !ch->slot_flags)
+    if (!ch->sg || !ch->slot_flags)
         return -ENOMEM;
-    int ret = coherent_alloc(dev, (uint64_t)entries * sizeof(struct vtio_dmae_desc), &ch->ring_pa);
+    int ret = coherent_alloc(dev, (uint64_t)entries * sizeof(struct vtio_dmae_desc), &ch->ring);
     if (ret == 0)
         ret = coherent_alloc(dev, (uint64_t)entries * sizeof(struct vtio_dmae_completion),
-                             &ch->records_pa);
+                             &ch->records);
     return ret;
 }
 
@@ -471,13 +490,13 @@ static void chan_fini(struct vtio_dmae_chan *ch)
 {
     if (!ch->dev)
         return;
-    if (ch->sg_pa)
+    if (ch->sg)
         for (unsigned s = 0; s < ch->entries; s++)
             release_slot(ch, s);
-    coherent_free(ch->dev, ch->ring_pa, (uint64_t)ch->entries * sizeof(struct vtio_dmae_desc));
-    coherent_free(ch->dev, ch->records_pa,
+    coherent_free(ch->dev, &ch->ring, (uint64_t)ch->entries * sizeof(struct vtio_dmae_desc));
+    coherent_free(ch->dev, &ch->records,
                   (uint64_t)ch->entries * sizeof(struct vtio_dmae_completion));
-    free(ch->sg_pa);
+    free(ch->sg);
     free(ch->slot_flags);
     pthread_cond_destroy(&ch->irq_cond);
     pthread_mutex_destroy(&ch->irq_lock);
@@ -493,13 +512,30 @@ int vtio_dmae_probe(struct vtio_host *h, const struct vtio_pci_function *fn,
     unsigned entries = cfg && cfg->ring_entries ? cfg->ring_entries : 256;
     if (entries < 2 || entries > 4096 || (entries & (entries - 1)))
         return vtio_fail(-EINVAL, "ring of %u entries: need a power of two 2..4096", entries);
+    unsigned bits = cfg && cfg->dma_bits ? cfg->dma_bits : 64;
+    if (bits < 24 || bits > 64)
+        return vtio_fail(-EINVAL, "%u DMA address bits: need 24..64", bits);
 
     struct vtio_dmae *dev = calloc(1, sizeof(*dev));
     if (!dev)
         return -ENOMEM;
     dev->host = h;
     dev->fn = fn;
-    int ret = vtio_pci_bar_mmio(fn, VTIO_DMAE_BAR_REGS, &dev->bar);
+    dev->device = vtio_host_device(h, fn);
+    if (!dev->device) {
+        free(dev);
+        return vtio_fail(-ENODEV, "pci: function is not one of this host's");
+    }
+    int ret = vtio_device_bind(dev->device, "vtio-dmae");
+    if (ret < 0) {
+        free(dev);
+        return ret;
+    }
+    dev->bound = true;
+    /* The engine takes 64-bit addresses; a board may wire fewer. */
+    ret = vtio_dma_set_mask_and_coherent(dev->device, VTIO_DMA_BIT_MASK(bits));
+    if (ret == 0)
+        ret = vtio_pci_bar_mmio(fn, VTIO_DMAE_BAR_REGS, &dev->bar);
     if (ret < 0)
         goto fail;
     vtio_mmio_write32(&dev->bar, VTIO_DMAE_GCTRL, VTIO_DMAE_GCTRL_RESET);
@@ -542,6 +578,8 @@ void vtio_dmae_remove(struct vtio_dmae *dev)
         vtio_pci_msix_disable(dev->host, dev->fn);    /* frees the vectors too */
     for (unsigned i = 0; i < VTIO_DMAE_MAX_CHANNELS; i++)
         chan_fini(&dev->chan[i]);
+    if (dev->bound)
+        vtio_device_unbind(dev->device);
     free(dev);
 }
 

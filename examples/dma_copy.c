@@ -3,18 +3,23 @@
  *
  * It does by hand, on one channel, what every DMA driver does:
  *   1. find the device on the bus and map its registers (BAR0);
- *   2. put a descriptor ring and a completion record in RAM the device can reach;
+ *   2. bind to the device and get memory the device can reach through the DMA
+ *      API: coherent memory for the ring and the completion record, and
+ *      streaming mappings for the data (behind the IOMMU the device sees
+ *      IOVAs, never physical addresses);
  *   3. route the channel's MSI-X vector to an interrupt handler;
  *   4. turn on bus mastering and start the channel;
  *   5. write a COPY descriptor and ring the doorbell (TAIL);
  *   6. do something else until the interrupt says it is done;
- *   7. read the completion record and check the data.
+ *   7. unmap, read the completion record and check the data.
  *
  * The full driver (include/vtio/drv/dma_engine.h) adds every channel,
  * batching, cookies, errors and resets; docs/dma-engine.md is the datasheet.
  * This program uses only the public API and links against libvtio.so.
  */
 #include <vtio/dev/dma_engine.h>
+#include <vtio/device.h>
+#include <vtio/dma.h>
 #include <vtio/host.h>
 #include <vtio/machine.h>
 #include <vtio/mem.h>
@@ -61,19 +66,33 @@ int main(void)
            fn->fn, (unsigned long long)bar0.base);
     struct vtio_mmio chan0 = { bar0.mem, bar0.base + VTIO_DMAE_CHAN_BASE(0), 0x1000 };
 
-    /* 2. One page holds a 16-entry ring (1 KiB) and, after it, the completion
-     * record; two 1 MiB buffers are the source and the destination.  With no
-     * IOMMU the device uses physical addresses. */
-    uint64_t page, src, dst;
-    if (vtio_page_alloc(h->pages, 0, VTIO_PAGE_ZERO, &page) < 0 ||
+    /* 2. The driver owns the device and says what addresses it can take.
+     * One coherent page holds a 16-entry ring (1 KiB) and, after it, the
+     * completion record; two 1 MiB buffers are the source and destination,
+     * mapped for the device in the direction the data goes. */
+    struct vtio_device *dev = vtio_host_device(h, fn);
+    if (vtio_device_bind(dev, "dma_copy") < 0 ||
+        vtio_dma_set_mask_and_coherent(dev, VTIO_DMA_BIT_MASK(64)) < 0)
+        return fail("bind the device");
+    vtio_dma_addr_t ring_dma;
+    uint8_t *ring_cpu = vtio_dma_alloc_coherent(dev, VTIO_PAGE_SIZE, &ring_dma);
+    uint64_t src, dst;
+    if (!ring_cpu ||
         vtio_page_alloc(h->pages, vtio_page_order(COPY_BYTES), 0, &src) < 0 ||
         vtio_page_alloc(h->pages, vtio_page_order(COPY_BYTES), 0, &dst) < 0)
         return fail("allocate memory");
-    const uint64_t ring = page, record = page + 16 * sizeof(struct vtio_dmae_desc);
+    const size_t record_off = 16 * sizeof(struct vtio_dmae_desc);
     static uint8_t data[COPY_BYTES];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 7 + 3);
     vtio_mem_write(h->mem, src, data, sizeof(data));
+    vtio_dma_addr_t src_dma = vtio_dma_map_page(dev, src, COPY_BYTES, VTIO_DMA_TO_DEVICE);
+    vtio_dma_addr_t dst_dma = vtio_dma_map_page(dev, dst, COPY_BYTES, VTIO_DMA_FROM_DEVICE);
+    if (vtio_dma_mapping_error(dev, src_dma) || vtio_dma_mapping_error(dev, dst_dma))
+        return fail("map the buffers");
+    printf("buffers at %#llx and %#llx are DMA addresses %#llx and %#llx for the device\n",
+           (unsigned long long)src, (unsigned long long)dst, (unsigned long long)src_dma,
+           (unsigned long long)dst_dma);
 
     /* 3. MSI-X: one vector, entry 0, handled on CPU 0. */
     if (vtio_pci_msix_enable(h, fn, 1) < 0 ||
@@ -82,7 +101,7 @@ int main(void)
 
     /* 4. Let the device master the bus, then program and enable channel 0. */
     vtio_pci_set_master(fn, true);
-    vtio_mmio_write64(&chan0, VTIO_DMAE_RING_BASE, ring);
+    vtio_mmio_write64(&chan0, VTIO_DMAE_RING_BASE, ring_dma);
     vtio_mmio_write32(&chan0, VTIO_DMAE_RING_SIZE, 16);
     vtio_mmio_write32(&chan0, VTIO_DMAE_INT_VEC, 0);
     vtio_mmio_write32(&chan0, VTIO_DMAE_CTRL, VTIO_DMAE_CTRL_EN | VTIO_DMAE_CTRL_IE);
@@ -90,9 +109,10 @@ int main(void)
     /* 5. A COPY descriptor in slot 0, then the doorbell: TAIL = 1. */
     struct vtio_dmae_desc d = {
         .op_flags = VTIO_DMAE_OP_FLAGS(VTIO_DMAE_OP_COPY, VTIO_DMAE_FLAG_INTR),
-        .src = src, .dst = dst, .len = COPY_BYTES, .completion = record, .cookie = 42,
+        .src = src_dma, .dst = dst_dma, .len = COPY_BYTES,
+        .completion = ring_dma + record_off, .cookie = 42,
     };
-    vtio_mem_write(h->mem, ring, &d, sizeof(d));
+    memcpy(ring_cpu, &d, sizeof(d));       /* coherent memory: a plain store */
     vtio_mmio_write32(&chan0, VTIO_DMAE_TAIL, 1);
     printf("copy of %u KiB issued\n", COPY_BYTES >> 10);
 
@@ -103,9 +123,12 @@ int main(void)
         spins++;
     printf("interrupt on vector %u; the CPU looped %lu times meanwhile\n", vector, spins);
 
-    /* 7. The completion record, then the data. */
+    /* 7. Unmapping gives the buffers back to the CPU; then the completion
+     * record and the data. */
+    vtio_dma_unmap_page(dev, src_dma, COPY_BYTES, VTIO_DMA_TO_DEVICE);
+    vtio_dma_unmap_page(dev, dst_dma, COPY_BYTES, VTIO_DMA_FROM_DEVICE);
     struct vtio_dmae_completion rec;
-    vtio_mem_read(h->mem, record, &rec, sizeof(rec));
+    memcpy(&rec, ring_cpu + record_off, sizeof(rec));
     static uint8_t out[COPY_BYTES];
     vtio_mem_read(h->mem, dst, out, sizeof(out));
     bool ok = rec.status == VTIO_DMAE_STATUS_SUCCESS && rec.cookie == 42 &&
@@ -118,6 +141,8 @@ int main(void)
     vtio_mmio_write32(&chan0, VTIO_DMAE_CTRL, VTIO_DMAE_CTRL_RESET);
     vtio_pci_msix_disable(h, fn);
     vtio_pci_set_master(fn, false);
+    vtio_dma_free_coherent(dev, VTIO_PAGE_SIZE, ring_cpu, ring_dma);
+    vtio_device_unbind(dev);
     vtio_host_shutdown(h);
     vtio_machine_destroy(m);
     return ok ? 0 : 1;

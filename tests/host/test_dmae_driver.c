@@ -26,7 +26,9 @@ static void up(struct rig *r, unsigned ring_entries)
 {
     struct vtio_machine_config mc = { .ram_size = 256 * VTIO_MiB };
     CHECK_OK(vtio_machine_create(&mc, &r->m));
-    CHECK_OK(vtio_host_boot(r->m, &r->h));
+    /* Physical addresses as DMA addresses: an identity domain. */
+    struct vtio_host_options o = { .iommu_mode = VTIO_HOST_IOMMU_PASSTHROUGH };
+    CHECK_OK(vtio_host_boot_opts(r->m, &o, &r->h));
     r->fn = vtio_pci_find(r->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
     CHECK(r->fn != NULL);
     struct vtio_dmae_config cfg = { .ring_entries = ring_entries };

@@ -19,6 +19,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+/* These tests give the engine physical addresses: identity (pass-through)
+ * domains make DMA address = physical address with the IOMMU on. */
+static const struct vtio_host_options identity = { .iommu_mode = VTIO_HOST_IOMMU_PASSTHROUGH };
+
 struct system {
     struct vtio_machine *m;
     struct vtio_host *h;
@@ -31,7 +35,7 @@ static void boot(struct system *s, unsigned engines, unsigned channels)
     struct vtio_machine_config mc = { .ram_size = 1 * VTIO_GiB, .dma_engines = engines,
                                       .dma_channels = channels };
     CHECK_OK(vtio_machine_create(&mc, &s->m));
-    CHECK_OK(vtio_host_boot(s->m, &s->h));
+    CHECK_OK(vtio_host_boot_opts(s->m, &identity, &s->h));
     s->fn = vtio_pci_find(s->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
     CHECK(s->fn != NULL);
     CHECK_OK(vtio_dmae_probe(s->h, s->fn, NULL, &s->dma));
@@ -195,7 +199,7 @@ static void t_several_engines(void)
     struct vtio_host *h;
     struct vtio_machine_config mc = { .ram_size = 512 * VTIO_MiB, .dma_engines = 3 };
     CHECK_OK(vtio_machine_create(&mc, &m));
-    CHECK_OK(vtio_host_boot(m, &h));
+    CHECK_OK(vtio_host_boot_opts(m, &identity, &h));
     struct vtio_dmae *dma[3];
     uint64_t src = 0, dst = 0;
     CHECK_OK(vtio_page_alloc(h->pages, 0, 0, &src));

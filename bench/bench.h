@@ -25,6 +25,7 @@
 struct bench_rig {
     struct vtio_machine *m;
     struct vtio_host *h;
+    const struct vtio_pci_function *fn;
     struct vtio_dmae *dev;
 };
 
@@ -48,21 +49,37 @@ static inline void bench_die(const char *what)
     exit(1);
 }
 
-/* A booted machine with `channels` DMA channels under the host driver;
- * with_vtd puts the VT-d unit in front of the engine (left off, as at
- * power-on: every access still passes through it). */
+static inline void bench_log_quiet(void *opaque, int level, const char *msg)
+{
+    (void)opaque, (void)level, (void)msg;
+}
+
+/* A booted machine (with or without its IOMMU) with `channels` DMA channels
+ * under the host driver, the host booted with options *o (its log is kept
+ * quiet: benches fault on purpose). */
+static inline void bench_rig_up_opts(struct bench_rig *r, uint64_t ram, unsigned channels,
+                                     bool no_iommu, const struct vtio_host_options *o)
+{
+    struct vtio_machine_config mc = { .ram_size = ram, .dma_channels = channels,
+                                      .no_iommu = no_iommu };
+    struct vtio_host_options opts = *o;
+    opts.log_fn = bench_log_quiet;
+    if (vtio_machine_create(&mc, &r->m) < 0 || vtio_host_boot_opts(r->m, &opts, &r->h) < 0)
+        bench_die("boot");
+    r->fn = vtio_pci_find(r->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
+    struct vtio_dmae_config dc = { .channels = channels };
+    if (!r->fn || vtio_dmae_probe(r->h, r->fn, &dc, &r->dev) < 0)
+        bench_die("probe");
+}
+
+/* The engine with physical addresses: with_vtd puts the VT-d unit in front
+ * of it, left off (host booted with intel_iommu=off), as at power-on: every
+ * access still passes through the unit. */
 static inline void bench_rig_up(struct bench_rig *r, uint64_t ram, unsigned channels,
                                 bool with_vtd)
 {
-    struct vtio_machine_config mc = { .ram_size = ram, .dma_channels = channels,
-                                      .no_iommu = !with_vtd };
-    if (vtio_machine_create(&mc, &r->m) < 0 || vtio_host_boot(r->m, &r->h) < 0)
-        bench_die("boot");
-    const struct vtio_pci_function *fn =
-        vtio_pci_find(r->h->pci, VTIO_DMAE_VENDOR_ID, VTIO_DMAE_DEVICE_ID, 0);
-    struct vtio_dmae_config dc = { .channels = channels };
-    if (!fn || vtio_dmae_probe(r->h, fn, &dc, &r->dev) < 0)
-        bench_die("probe");
+    struct vtio_host_options o = { .iommu_off = true };
+    bench_rig_up_opts(r, ram, channels, !with_vtd, &o);
 }
 
 static inline void bench_rig_down(struct bench_rig *r)

@@ -10,6 +10,8 @@
  * every byte and reports what it cost.
  */
 #include <vtio/dev/dma_engine.h>
+#include <vtio/device.h>
+#include <vtio/dma.h>
 #include <vtio/drv/dma_engine.h>
 #include <vtio/host.h>
 #include <vtio/machine.h>
@@ -73,33 +75,40 @@ static void on_complete(void *arg, struct vtio_dmae_chan *ch)
 
 /* ---- buffers in machine RAM */
 
+/* Physical addresses for the CPU, DMA addresses for the device: the
+ * buffers are mapped (src TO_DEVICE, dst BIDIRECTIONAL) for the whole job. */
 struct buffers {
     uint64_t src, dst;
+    vtio_dma_addr_t src_dma, dst_dma;
 };
 
-static void fill_random(struct vtio_mem *mem, uint64_t pa, uint64_t len, uint64_t seed)
+static void show_log(void *opaque, int level, const char *msg)
 {
-    uint64_t chunk[4096];
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull | 1;
-    for (uint64_t off = 0; off < len; off += sizeof(chunk)) {
-        for (size_t i = 0; i < 4096; i++)
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17, chunk[i] = x;
-        uint64_t n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
-        vtio_mem_write(mem, pa + off, chunk, n);
-    }
+    (void)opaque, (void)level;
+    printf("log      %s\n", msg);
 }
 
-static bool same_bytes(struct vtio_mem *mem, uint64_t a, uint64_t b, uint64_t len)
+static int map_buffers(struct vtio_host *h, struct vtio_dmae *e, struct buffers *b,
+                       uint64_t size)
 {
-    static uint8_t ba[1 << 20], bb[1 << 20];
-    for (uint64_t off = 0; off < len; off += sizeof(ba)) {
-        uint64_t n = len - off < sizeof(ba) ? len - off : sizeof(ba);
-        vtio_mem_read(mem, a + off, ba, n);
-        vtio_mem_read(mem, b + off, bb, n);
-        if (memcmp(ba, bb, n))
-            return false;
+    struct vtio_device *dev = vtio_host_device(h, vtio_dmae_pci(e));
+    b->src_dma = vtio_dma_map_page(dev, b->src, size, VTIO_DMA_TO_DEVICE);
+    b->dst_dma = vtio_dma_map_page(dev, b->dst, size, VTIO_DMA_BIDIRECTIONAL);
+    if (vtio_dma_mapping_error(dev, b->src_dma) || vtio_dma_mapping_error(dev, b->dst_dma)) {
+        fprintf(stderr, "demo: map: %s\n", vtio_last_error());
+        return -1;
     }
-    return true;
+    return 0;
+}
+
+static void unmap_buffers(struct vtio_host *h, struct vtio_dmae *e, struct buffers *b,
+                          uint64_t size)
+{
+    struct vtio_device *dev = vtio_host_device(h, vtio_dmae_pci(e));
+    if (b->src_dma && !vtio_dma_mapping_error(dev, b->src_dma))
+        vtio_dma_unmap_page(dev, b->src_dma, size, VTIO_DMA_TO_DEVICE);
+    if (b->dst_dma && !vtio_dma_mapping_error(dev, b->dst_dma))
+        vtio_dma_unmap_page(dev, b->dst_dma, size, VTIO_DMA_BIDIRECTIONAL);
 }
 
 static void print_machine(const struct vtio_host *h)
@@ -135,7 +144,8 @@ static int copy_job(struct vtio_host *h, struct vtio_dmae *dev, const struct dem
     for (unsigned c = 0; c < nch; c++) {
         struct vtio_dmae_chan *ch = vtio_dmae_chan(dev, c);
         vtio_dmae_set_callback(ch, on_complete, NULL);
-        cookie[c] = vtio_dmae_prep_copy(ch, buf[c].dst, buf[c].src, o->size, VTIO_DMAE_FLAG_INTR);
+        cookie[c] = vtio_dmae_prep_copy(ch, buf[c].dst_dma, buf[c].src_dma, o->size,
+                                        VTIO_DMAE_FLAG_INTR);
         if (cookie[c] < 0) {
             fprintf(stderr, "demo: prep on channel %u: %s\n", c, vtio_last_error());
             return -1;
@@ -180,7 +190,7 @@ static int copy_job(struct vtio_host *h, struct vtio_dmae *dev, const struct dem
            "(%.0f%% of its standalone speed)\n", 100.0 * busy / elapsed, units,
            100.0 * units / (elapsed * rate));
     for (unsigned c = 0; c < nch; c++)
-        if (!same_bytes(h->mem, buf[c].src, buf[c].dst, o->size)) {
+        if (!vtio_tool_same_bytes(h->mem, buf[c].src, buf[c].dst, o->size)) {
             fprintf(stderr, "demo: channel %u: destination differs from source\n", c);
             failed = 1;
         }
@@ -194,10 +204,11 @@ static int other_ops(struct vtio_host *h, struct vtio_dmae *dev, struct buffers 
 {
     struct vtio_dmae_chan *ch = vtio_dmae_chan(dev, 0);
     struct vtio_dmae_completion rec;
-    uint64_t d = buf[0].dst;
+    uint64_t d = buf[0].dst;                 /* the CPU's address */
+    vtio_dma_addr_t dd = buf[0].dst_dma, sd = buf[0].src_dma;   /* the device's */
     int ret = 0;
 
-    int64_t c = vtio_dmae_prep_fill(ch, d, 0x0123456789abcdefull, 4096, VTIO_DMAE_FLAG_INTR);
+    int64_t c = vtio_dmae_prep_fill(ch, dd, 0x0123456789abcdefull, 4096, VTIO_DMAE_FLAG_INTR);
     vtio_dmae_issue(ch);
     ret |= vtio_dmae_wait(ch, c, 1000000000ull, &rec);
     uint64_t word = vtio_mem_read64(h->mem, d + 4088);
@@ -207,23 +218,22 @@ static int other_ops(struct vtio_host *h, struct vtio_dmae *dev, struct buffers 
     vtio_mem_read(h->mem, d, page, sizeof(page));
     page[1000] ^= 0xff;
     vtio_mem_write(h->mem, d + 8192, page, sizeof(page));
-    c = vtio_dmae_prep_compare(ch, d, d + 8192, 4096, VTIO_DMAE_FLAG_INTR);
+    c = vtio_dmae_prep_compare(ch, dd, dd + 8192, 4096, VTIO_DMAE_FLAG_INTR);
     vtio_dmae_issue(ch);
     ret |= vtio_dmae_wait(ch, c, 1000000000ull, &rec);
     uint64_t diff_at = rec.bytes;
     bool cmp_ok = rec.result == 1 && diff_at == 1000;
 
     /* Scatter-gather: three uneven pieces of the source into two pieces. */
-    struct vtio_dmae_seg src[3] = { { buf[0].src, 1000 }, { buf[0].src + 5000, 3000 },
-                                    { buf[0].src + 9000, 96 } };
-    struct vtio_dmae_seg dst[2] = { { d + 65536, 2048 }, { d + 131072, 2048 } };
+    struct vtio_dmae_seg src[3] = { { sd, 1000 }, { sd + 5000, 3000 }, { sd + 9000, 96 } };
+    struct vtio_dmae_seg dst[2] = { { dd + 65536, 2048 }, { dd + 131072, 2048 } };
     c = vtio_dmae_prep_copy_sg(ch, dst, 2, src, 3, VTIO_DMAE_FLAG_INTR);
     vtio_dmae_issue(ch);
     ret |= vtio_dmae_wait(ch, c, 1000000000ull, &rec);
-    bool sg_ok = same_bytes(h->mem, buf[0].src, d + 65536, 1000) &&
-                 same_bytes(h->mem, buf[0].src + 5000, d + 65536 + 1000, 1048) &&
-                 same_bytes(h->mem, buf[0].src + 6048, d + 131072, 1952) &&
-                 same_bytes(h->mem, buf[0].src + 9000, d + 131072 + 1952, 96);
+    bool sg_ok = vtio_tool_same_bytes(h->mem, buf[0].src, d + 65536, 1000) &&
+                 vtio_tool_same_bytes(h->mem, buf[0].src + 5000, d + 65536 + 1000, 1048) &&
+                 vtio_tool_same_bytes(h->mem, buf[0].src + 6048, d + 131072, 1952) &&
+                 vtio_tool_same_bytes(h->mem, buf[0].src + 9000, d + 131072 + 1952, 96);
 
     printf("ops      fill 4 KiB: last word %#llx; compare: first difference at byte %llu; "
            "SG copy 3 -> 2 segments: %s\n", (unsigned long long)word,
@@ -260,10 +270,14 @@ int cmd_demo(int argc, char **argv)
     if (ret)
         return ret > 0 ? 0 : 2;
 
-    struct vtio_machine_config mcfg = { .dma_channels = o.channels > 4 ? o.channels : 4 };
+    /* Three engines: the job's, one for an identity domain, one wired for
+     * 32-bit addresses.  The host log (IOMMU faults) is shown, indented. */
+    struct vtio_machine_config mcfg = { .dma_engines = 3,
+                                        .dma_channels = o.channels > 4 ? o.channels : 4 };
+    struct vtio_host_options hopts = { .log_fn = show_log };
     struct vtio_machine *m;
     struct vtio_host *h;
-    if (vtio_machine_create(&mcfg, &m) < 0 || vtio_host_boot(m, &h) < 0) {
+    if (vtio_machine_create(&mcfg, &m) < 0 || vtio_host_boot_opts(m, &hopts, &h) < 0) {
         fprintf(stderr, "demo: cannot build the machine: %s\n", vtio_last_error());
         return 1;
     }
@@ -281,10 +295,10 @@ int cmd_demo(int argc, char **argv)
         vtio_machine_destroy(m);
         return 1;
     }
-    printf("driver   %u channels, 256-entry rings in machine RAM, one MSI-X vector each\n\n",
-           vtio_dmae_channels(dev));
+    printf("driver   %u channels, 256-entry rings in coherent DMA memory, one MSI-X vector "
+           "each\n\n", vtio_dmae_channels(dev));
 
-    struct buffers buf[VTIO_DMAE_MAX_CHANNELS];
+    struct buffers buf[VTIO_DMAE_MAX_CHANNELS] = { 0 };
     unsigned order = vtio_page_order(o.size);
     ret = 0;
     for (unsigned c = 0; c < o.channels && ret == 0; c++) {
@@ -292,19 +306,27 @@ int cmd_demo(int argc, char **argv)
         if (ret == 0)
             ret = vtio_page_alloc(h->pages, order, 0, &buf[c].dst);
         if (ret == 0) {
-            fill_random(h->mem, buf[c].src, o.size, c + 1);
+            vtio_tool_fill_random(h->mem, buf[c].src, o.size, c + 1);
             /* Touch the destination too: RAM on a real machine exists before
              * use, and a first-touch page fault is not the engine's cost. */
             vtio_mem_set(h->mem, buf[c].dst, 0, o.size);
+            ret = map_buffers(h, dev, &buf[c], o.size);
         }
     }
     if (ret == 0)
         ret = copy_job(h, dev, &o, buf);
     if (ret == 0)
         ret = other_ops(h, dev, buf);
+    if (ret == 0) {
+        printf("mapped   DMA addresses the engine was given: source %#llx, destination %#llx\n",
+               (unsigned long long)buf[0].src_dma, (unsigned long long)buf[0].dst_dma);
+        ret = vtio_tool_demo_iommu(h, dev, buf[0].src, buf[0].dst);
+    }
     if (ret < 0)
         fprintf(stderr, "demo: FAILED\n");
 
+    for (unsigned c = 0; c < o.channels; c++)
+        unmap_buffers(h, dev, &buf[c], o.size);
     vtio_dmae_remove(dev);
     vtio_host_shutdown(h);
     vtio_machine_destroy(m);

@@ -58,6 +58,8 @@ VTIO_API int vtio_dmae_probe(struct vtio_host *h, const struct vtio_pci_function
 VTIO_API void vtio_dmae_remove(struct vtio_dmae *dev);
 
 VTIO_API unsigned vtio_dmae_channels(const struct vtio_dmae *dev);
+/* The PCI function the driver took over. */
+VTIO_API const struct vtio_pci_function *vtio_dmae_pci(const struct vtio_dmae *dev);
 VTIO_API struct vtio_dmae_chan *vtio_dmae_chan(struct vtio_dmae *dev, unsigned index);
 
 /*

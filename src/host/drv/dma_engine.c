@@ -583,6 +583,11 @@ void vtio_dmae_remove(struct vtio_dmae *dev)
     free(dev);
 }
 
+const struct vtio_pci_function *vtio_dmae_pci(const struct vtio_dmae *dev)
+{
+    return dev->fn;
+}
+
 unsigned vtio_dmae_channels(const struct vtio_dmae *dev)
 {
     return dev->nchan;

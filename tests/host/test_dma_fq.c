@@ -189,6 +189,53 @@ static void t_destroy(void)
     rig_down(&r);
 }
 
+/* Many threads mapping and unmapping lazily at once, with full rings and
+ * the timer firing under them: every mapping translates to its own page. */
+struct churn {
+    struct rig *r;
+    uint64_t pa;
+    _Atomic unsigned *wrong;
+};
+
+static void *churn_main(void *arg)
+{
+    struct churn *c = arg;
+    for (int i = 0; i < 2000; i++) {
+        vtio_dma_addr_t a = vtio_dma_map_page(c->r->dev, c->pa + 64, 64, VTIO_DMA_FROM_DEVICE);
+        uint64_t pa;
+        int reason;
+        if (vtio_dma_mapping_error(c->r->dev, a) ||
+            rig_dev_xlate(c->r, c->r->dev, a, true, &pa, &reason) || pa != c->pa + 64)
+            atomic_fetch_add(c->wrong, 1);
+        vtio_dma_unmap_page(c->r->dev, a, 64, VTIO_DMA_FROM_DEVICE);
+    }
+    return NULL;
+}
+
+static void t_threads(void)
+{
+    struct rig r;
+    struct vtio_host_options o = { .fq_size = 16, .fq_timeout_ms = 1 };
+    struct vtio_machine_config mc = { .ram_size = RAM, .ncpus = 2 };
+    rig_up_cfg(&r, RIG_LAZY, &mc, &o);
+    enum { T = 3 };
+    _Atomic unsigned wrong = 0;
+    struct churn c[T];
+    pthread_t t[T];
+    for (int i = 0; i < T; i++) {
+        c[i] = (struct churn){ .r = &r, .pa = rig_pages(&r, 0, 0), .wrong = &wrong };
+        CHECK_EQ(pthread_create(&t[i], NULL, churn_main, &c[i]), 0);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(atomic_load(&wrong), 0);
+    struct vtio_dma_stats st = rig_stats(&r);
+    CHECK_EQ(st.maps, T * 2000);
+    CHECK_EQ(st.fq_queued, T * 2000);
+    CHECK_GE(st.fq_full_flushes, 1);
+    rig_down(&r);
+}
+
 static const struct vtio_test tests[] = {
     { "window", "after a strict unmap the device faults at once; after a lazy one it still "
       "reaches the page through the IOTLB until vtio_dma_flush", t_window },
@@ -199,6 +246,8 @@ static const struct vtio_test tests[] = {
       "invalidation", t_no_early_reuse },
     { "destroy", "freeing a DMA-FQ domain releases every queued IOVA and table page",
       t_destroy },
+    { "threads", "threads mapping and unmapping lazily at once (full rings, timer) each "
+      "see their own page through every mapping", t_threads },
 };
 
 VTIO_TEST_MAIN(tests)

@@ -8,7 +8,8 @@
  * again at once from its cache, to a new owner's page, read-only for the
  * device.  When unmap returns, the old translation must be dead: the old
  * buffer never changes again, the new owner's page never receives the
- * writer's data, and the writer sees faults.  The device is a DMA port of
+ * writer's data, and the writer sees faults.  (Each write carries a new
+ * sequence number, so a write that lands is seen.)  The device is a DMA port of
  * the device's requester id behind the unit, so every access is bracketed
  * for the unit's in-flight drain, as the machine's devices are.
  */
@@ -20,15 +21,14 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#define ROUNDS   100
+#define ROUNDS   1000
 #define WAIT_NS  (5ull * 1000000000)     /* a test fails, never hangs */
 
 struct writer {
     struct vtio_dma_port port;
     _Atomic uint64_t iova;              /* 0: idle */
-    _Atomic uint64_t writes, faults;
+    _Atomic uint64_t writes, faults, attempts;
     atomic_bool stop;
-    uint32_t tag;
 };
 
 static void *writer_main(void *arg)
@@ -36,16 +36,20 @@ static void *writer_main(void *arg)
     struct writer *w = arg;
     uint8_t data[256];
     memset(data, 0xD0, sizeof(data));
+    uint64_t seq = 0;
     while (!atomic_load(&w->stop)) {
         uint64_t iova = atomic_load(&w->iova);
         if (!iova) {
             sched_yield();
             continue;
         }
+        seq++;                          /* every write differs from the last */
+        memcpy(data + 8, &seq, sizeof(seq));
         if (vtio_dma_write(&w->port, iova, data, sizeof(data)) == 0)
             atomic_fetch_add(&w->writes, 1);
         else
             atomic_fetch_add(&w->faults, 1);
+        atomic_fetch_add(&w->attempts, 1);
     }
     return NULL;
 }
@@ -105,12 +109,12 @@ static void t_strict_unmap_kills_writer(void)
         vtio_dma_addr_t b = vtio_dma_map_page(r.dev, new_pa, 4096, VTIO_DMA_TO_DEVICE);
         CHECK_EQ(vtio_dma_mapping_error(r.dev, b), 0);
         reused += b == a;
-        uint64_t faults = atomic_load(&w.faults);
-        CHECK(wait_above(&w.faults, faults));          /* the writer is refused */
-        atomic_store(&w.iova, 0);
-
+        uint64_t faults = atomic_load(&w.faults), attempts = atomic_load(&w.attempts);
+        CHECK(wait_above(&w.attempts, attempts + 2));  /* the writer tried again */
         CHECK_MEM_EQ(old_buf, snapshot, 4096);
         CHECK_MEM_EQ(new_buf, owner_data, 4096);
+        CHECK_GT(atomic_load(&w.faults), faults);      /* ... and was refused */
+        atomic_store(&w.iova, 0);
         vtio_dma_unmap_page(r.dev, b, 4096, VTIO_DMA_TO_DEVICE);
     }
     atomic_store(&w.stop, true);

@@ -75,8 +75,9 @@ static void print_groups(struct vtio_host *h)
     }
 }
 
-/* Maps src and dst, copies size bytes with the engine, unmaps, checks.
- * Reports the DMA addresses used.  @returns 0 if every byte arrived. */
+/* Maps src and dst, copies size bytes with the engine, unmaps, and (if
+ * src_dma is given) reports the DMA addresses used and checks the bytes.
+ * @returns 0 if the copy (and the check) succeeded. */
 static int mapped_copy(struct vtio_host *h, struct vtio_dmae *e, uint64_t src, uint64_t dst,
                        uint64_t size, vtio_dma_addr_t *src_dma, vtio_dma_addr_t *dst_dma)
 {
@@ -93,10 +94,11 @@ static int mapped_copy(struct vtio_host *h, struct vtio_dmae *e, uint64_t src, u
     int rc = c < 0 ? -1 : vtio_dmae_wait(ch, c, WAIT_NS, NULL);
     vtio_dma_unmap_page(dev, d, size, VTIO_DMA_FROM_DEVICE);
     vtio_dma_unmap_page(dev, s, size, VTIO_DMA_TO_DEVICE);
-    if (src_dma)
+    if (src_dma) {
         *src_dma = s, *dst_dma = d;
-    if (rc == 0 && !vtio_tool_same_bytes(h->mem, src, dst, size))
-        rc = -1;
+        if (rc == 0 && !vtio_tool_same_bytes(h->mem, src, dst, size))
+            rc = -1;
+    }
     return rc < 0 ? -1 : 0;
 }
 
@@ -150,29 +152,37 @@ static int dma32_job(struct vtio_host *h, uint64_t dst, struct vtio_dmae **e)
     return rc || s >= 0x100000000ull || high < 0x100000000ull ? -1 : 0;
 }
 
-/* The first engine reads 4 KiB past a one-page mapping. */
+/*
+ * The first engine copies 8 KiB into a one-page destination.  IOVAs are
+ * handed out top-down, so the page after the destination is the page
+ * mapped just before it, read-only for the device (TO_DEVICE): the second
+ * half of the write is refused, whatever lies behind that IOVA.
+ */
 static int stray_job(struct vtio_host *h, struct vtio_dmae *e, uint64_t src, uint64_t dst)
 {
     struct vtio_device *dev = vtio_host_device(h, vtio_dmae_pci(e));
     struct vtio_dmae_chan *ch = vtio_dmae_chan(e, 0);
-    vtio_dma_addr_t s = vtio_dma_map_page(dev, src, VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
-    vtio_dma_addr_t d = vtio_dma_map_page(dev, dst, 2 * VTIO_PAGE_SIZE, VTIO_DMA_FROM_DEVICE);
-    if (vtio_dma_mapping_error(dev, s) || vtio_dma_mapping_error(dev, d))
+    vtio_dma_addr_t s = vtio_dma_map_page(dev, src, 2 * VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
+    vtio_dma_addr_t ro = vtio_dma_map_page(dev, src, VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
+    vtio_dma_addr_t d = vtio_dma_map_page(dev, dst, VTIO_PAGE_SIZE, VTIO_DMA_FROM_DEVICE);
+    if (vtio_dma_mapping_error(dev, s) || vtio_dma_mapping_error(dev, ro) ||
+        vtio_dma_mapping_error(dev, d))
         return -1;
     uint64_t before = vtio_iommu_fault_sync(h);
     int64_t c = vtio_dmae_prep_copy(ch, d, s, 2 * VTIO_PAGE_SIZE, 0);
     vtio_dmae_issue(ch);
     int rc = vtio_dmae_wait(ch, c, WAIT_NS, NULL);
-    uint64_t err = vtio_dmae_error(ch);
+    uint32_t err = vtio_dmae_error(ch);
     uint64_t after = vtio_iommu_fault_sync(h);
     struct vtio_iommu_fault f[VTIO_IOMMU_FAULT_LOG];
     unsigned n = vtio_iommu_fault_log(h, f, VTIO_IOMMU_FAULT_LOG);
     vtio_dmae_reset(ch);
-    vtio_dma_unmap_page(dev, d, 2 * VTIO_PAGE_SIZE, VTIO_DMA_FROM_DEVICE);
-    vtio_dma_unmap_page(dev, s, VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
-    printf("stray    %s copies 8 KiB from a 4 KiB mapping at IOVA %#llx: %s (engine "
-           "error %#llx)\n", vtio_device_name(dev), (unsigned long long)s,
-           rc == 0 ? "NOT CAUGHT" : "the channel halted", (unsigned long long)err);
+    vtio_dma_unmap_page(dev, d, VTIO_PAGE_SIZE, VTIO_DMA_FROM_DEVICE);
+    vtio_dma_unmap_page(dev, ro, VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
+    vtio_dma_unmap_page(dev, s, 2 * VTIO_PAGE_SIZE, VTIO_DMA_TO_DEVICE);
+    printf("stray    %s writes 8 KiB into its 4 KiB destination at IOVA %#llx: %s "
+           "(engine error %s)\n", vtio_device_name(dev), (unsigned long long)d,
+           rc == 0 ? "NOT CAUGHT" : "the channel halted", vtio_dmae_status_name(err));
     if (after == before || n == 0) {
         printf("         no IOMMU fault was recorded\n");
         return -1;

@@ -163,6 +163,10 @@ static int domain_make(struct vtio_iommu *iommu, void *unit, enum vtio_iommu_dom
 
 static void domain_destroy(struct vtio_iommu_domain *d)
 {
+    /* A fault report that found d (before it was detached) runs its handler
+     * under fault_lock: wait it out. */
+    pthread_mutex_lock(&d->iommu->fault_lock);
+    pthread_mutex_unlock(&d->iommu->fault_lock);
     if (is_dma_type(d->type))
         vtio_dma_domain_destroy(d->iommu->host, d);
     d->ops->free(d);
@@ -315,6 +319,9 @@ static void iommu_free(struct vtio_iommu *iommu)
 {
     vtio_iommu_groups_destroy(iommu);
     iommu->ops->shutdown(iommu->drv);
+    /* Only now: the driver's fault thread, which reads it, is gone. */
+    if (iommu->host->iommu == iommu)
+        iommu->host->iommu = NULL;
     pthread_mutex_destroy(&iommu->lock);
     pthread_mutex_destroy(&iommu->fault_lock);
     free(iommu);
@@ -397,7 +404,12 @@ void vtio_iommu_unregister(struct vtio_host *h)
     if (!h || !h->iommu)
         return;
     struct vtio_iommu *iommu = h->iommu;
-    h->iommu = NULL;
+    /* Faults first: the driver's fault thread runs until ops->shutdown; from
+     * here what it reports is dropped, so it never meets a group or domain
+     * being freed. */
+    pthread_mutex_lock(&iommu->fault_lock);
+    iommu->dying = true;
+    pthread_mutex_unlock(&iommu->fault_lock);
     free_default_domains(iommu);
     /* the devices the driver claimed are exactly the groups' members */
     for (unsigned i = 0; i < iommu->n_groups; i++)

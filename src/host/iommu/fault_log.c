@@ -100,18 +100,18 @@ void vtio_iommu_report_fault(struct vtio_iommu *iommu, const struct vtio_iommu_f
         return;
     struct vtio_iommu_fault entry = *f;
     unsigned missed;
+    /* The domain's handler runs under fault_lock: a domain is freed only
+     * after taking it (domain_destroy), and unregister sets `dying` under it
+     * before freeing groups, so the group and domain found here stay alive
+     * while the handler runs. */
     pthread_mutex_lock(&iommu->fault_lock);
+    if (iommu->dying) {
+        pthread_mutex_unlock(&iommu->fault_lock);
+        return;
+    }
     entry.seq = ++iommu->fault_seq;
     iommu->log[(entry.seq - 1) % VTIO_IOMMU_FAULT_LOG] = entry;
     bool print = fault_ratelimit(iommu, now_ns(), &missed);
-    pthread_mutex_unlock(&iommu->fault_lock);
-
-    if (missed)
-        vtio_host_log(iommu->host, VTIO_LOG_WARN, "dmar_fault: %u callbacks suppressed",
-                      missed);
-    if (print)
-        fault_print(iommu->host, &entry);
-
     struct vtio_iommu_group *g = vtio_iommu_group_of_rid(iommu, entry.sid);
     struct vtio_iommu_domain *d = g ? atomic_load_explicit(&g->domain, memory_order_acquire)
                                     : NULL;
@@ -119,6 +119,13 @@ void vtio_iommu_report_fault(struct vtio_iommu *iommu, const struct vtio_iommu_f
                                : NULL;
     if (fn)
         fn(atomic_load_explicit(&d->fault_opaque, memory_order_relaxed), d, &entry);
+    pthread_mutex_unlock(&iommu->fault_lock);
+
+    if (missed)
+        vtio_host_log(iommu->host, VTIO_LOG_WARN, "dmar_fault: %u callbacks suppressed",
+                      missed);
+    if (print)
+        fault_print(iommu->host, &entry);
 }
 
 uint64_t vtio_iommu_fault_sync(struct vtio_host *h)

@@ -158,6 +158,7 @@ struct vtio_iommu {
     uint64_t fault_seq;                /* faults seen; log[(seq - 1) % N] is the last */
     uint64_t ratelimit_begin_ns;       /* logging: at most 10 per 5 s, as Linux */
     unsigned ratelimit_printed, ratelimit_missed;
+    bool dying;                        /* unregister began: reports are dropped */
 };
 
 /*

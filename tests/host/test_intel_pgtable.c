@@ -199,9 +199,16 @@ static void t_max_leaf(void)
         CHECK_EQ(r.pt.table_pages, tables[ml]);
         expect_table_pages(&r);
         struct vtio_iommu_gather g;
+        /* 0..4 GiB covers the 1G-level table's entries but not the span of
+         * the table above: that one stays, as in Linux. */
         CHECK_EQ(unmap(&r, 0, 4 * G1, &g), G1);
         CHECK_EQ(g.pgsize, pgsize[ml]);
-        CHECK_EQ(g.freelist.n, tables[ml] - 1);
+        CHECK_EQ(g.freelist.n, tables[ml] - 2);
+        CHECK_EQ(r.pt.table_pages, 2);
+        expect_hole(&r, G1);
+        gather_done(&r, &g);
+        CHECK_EQ(unmap(&r, 0, 1ull << 48, &g), 0);      /* the whole space */
+        CHECK_EQ(g.freelist.n, 1);
         CHECK_EQ(r.pt.table_pages, 1);
         expect_hole(&r, G1);
         gather_done(&r, &g);
@@ -230,7 +237,7 @@ static void t_levels(void)
         CHECK_ERR(intel_pgtable_map(&r.pt, top - K4, 0, 2 * K4, RW), -EINVAL);
         CHECK_ERR(intel_pgtable_lookup(&r.pt, top, NULL, NULL, NULL), -ENOENT);
         struct vtio_iommu_gather g;
-        CHECK_EQ(unmap(&r, top - 2 * G1, 2 * G1, &g), G1 + M2 + K4);
+        CHECK_EQ(unmap(&r, 0, top, &g), G1 + M2 + K4);   /* every span covered */
         CHECK_EQ(r.pt.table_pages, 1);
         gather_done(&r, &g);
         down(&r);
@@ -371,18 +378,23 @@ static void t_free_tables(void)
     expect_mapped(&r, 0x3000, 0x10000000 + K4, K4, RW);
     gather_done(&r, &g);
 
-    /* The rest, page by page: each empties its chain of tables up to where
-     * it meets another page's; all of them in the end. */
-    struct vtio_iommu_freelist all = { 0 };
+    /* The rest, page by page: tables emptied a page at a time stay linked
+     * (Linux frees only tables whose whole span an unmap covers), ready for
+     * the next map; an unmap of the whole space then frees every one. */
     for (size_t i = 1; i < n; i++) {
         CHECK_EQ(unmap(&r, at[i], K4, &g), K4);
         expect_hole(&r, at[i]);
         expect_table_pages(&r);
         CHECK_EQ(g.start, at[i]);
         CHECK_EQ(g.end, at[i] + K4);
-        CHECK_OK(vtio_iommu_freelist_splice(&all, &g.freelist));
-        vtio_iommu_freelist_free(&g.freelist);
+        CHECK_EQ(g.freelist.n, 0);
+        gather_done(&r, &g);
     }
+    CHECK_EQ(r.pt.table_pages, 1 + nt);
+    struct vtio_iommu_freelist all = { 0 };
+    CHECK_EQ(unmap(&r, 0, 1ull << 57, &g), 0);
+    CHECK_OK(vtio_iommu_freelist_splice(&all, &g.freelist));
+    vtio_iommu_freelist_free(&g.freelist);
     CHECK_EQ(r.pt.table_pages, 1);
     CHECK_EQ(all.n, nt);
     for (size_t i = 0; i < nt; i++) {         /* exactly the tables there were */
@@ -410,11 +422,17 @@ static void t_gather(void)
     CHECK_GE(g.end, b + M2);
     CHECK_LE(g.end, 3 * G1 + 16 * M2);
     CHECK_EQ(g.pgsize, M2);
-    CHECK_EQ(g.freelist.n, 3);          /* the 4K, 2M and 1G tables: all emptied */
-    CHECK_EQ(r.pt.table_pages, 1);
+    CHECK_EQ(g.freelist.n, 1);          /* the 4K table: its whole 2M span unmapped */
+    CHECK_EQ(r.pt.table_pages, 3);      /* root, 512G and 1G tables stay */
     gather_done(&r, &g);
 
-    /* Nothing mapped: an empty gather. */
+    /* An empty table whose whole span is unmapped goes too. */
+    CHECK_EQ(unmap(&r, 3 * G1, G1, &g), 0);
+    CHECK_EQ(g.freelist.n, 1);
+    CHECK_EQ(r.pt.table_pages, 2);
+    gather_done(&r, &g);
+
+    /* Nothing there at all: an empty gather. */
     CHECK_EQ(unmap(&r, 3 * G1, G1, &g), 0);
     CHECK_EQ(g.start, g.end);
     CHECK_EQ(g.pgsize, 0);
@@ -429,7 +447,9 @@ static void t_gather(void)
     CHECK_EQ(g.start, a);
     CHECK_EQ(g.end, b + M2);
     CHECK_EQ(g.pgsize, M2);
-    CHECK_EQ(g.freelist.n, 3);
+    CHECK_EQ(g.freelist.n, 0);          /* page-sized unmaps free no table */
+    CHECK_EQ(intel_pgtable_unmap(&r.pt, 3 * G1, G1, &g), 0);
+    CHECK_EQ(g.freelist.n, 2);          /* the 4K table and the 1G-span table */
     gather_done(&r, &g);
     down(&r);
 }
@@ -605,7 +625,7 @@ static void t_random(void)
     CHECK_GT(unmaps, 150);
     expect_table_pages(&r);
     struct vtio_iommu_gather g;
-    unmap(&r, WIN_BASE, WIN_PAGES * K4, &g);
+    unmap(&r, 0, 1ull << VTD_LEVEL_SHIFT(r.pt.levels + 1), &g);   /* the whole space: every table goes */
     CHECK_EQ(r.pt.table_pages, 1);
     gather_done(&r, &g);
     free(md.pa);
@@ -796,7 +816,7 @@ static const struct vtio_test tests[] = {
     { "eexist", "a map overlapping any mapped page fails with -EEXIST and changes nothing: tables, free RAM, translations", t_eexist },
     { "einval", "bad init, map and unmap arguments are refused and change nothing", t_einval },
     { "split", "unmapping 4 KiB of a 1 GiB leaf splits it down to 4 KiB: the rest translates as before, the hole faults", t_split },
-    { "free_tables", "tables emptied by unmaps are unlinked and go to the freelist, exactly those; table_pages returns to 1", t_free_tables },
+    { "free_tables", "tables emptied a page at a time stay for reuse; an unmap covering their span unlinks them onto the freelist, exactly those", t_free_tables },
     { "gather", "the gather holds the unmapped span and largest page size, across unmaps, and nothing when nothing was mapped", t_gather },
     { "enomem", "without pages a map fails with -ENOMEM changing nothing, and an unmap keeps the large page it cannot split", t_enomem },
     { "random", "random maps and unmaps agree with a model of 4 KiB pages, in lookups and in the unit's walks", t_random },

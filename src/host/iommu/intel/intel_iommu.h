@@ -70,9 +70,9 @@ int intel_pgtable_map(struct intel_pgtable *pt, uint64_t iova, uint64_t pa, uint
 /*
  * Clears every mapping in [iova, iova + size).  A large leaf partly inside
  * is split first (replaced by a table of smaller leaves for the part that
- * stays).  A table all of whose entries become clear is unlinked from its
- * parent and its page added to g->freelist; the range and largest leaf go
- * into g (vtio_iommu_gather_add).
+ * stays).  A table whose whole span lies in the range is unlinked from its
+ * parent and its page added to g->freelist (tables emptied piecemeal stay,
+ * as in Linux); the range and largest leaf go into g (vtio_iommu_gather_add).
  * @returns the bytes that were mapped in the range.  If a split needs a page
  * and none is left, the large leaf is kept whole and not counted (-ENOMEM
  * in vtio_last_error; Linux's driver has the same corner).

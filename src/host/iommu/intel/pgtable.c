@@ -24,12 +24,13 @@
  * first: its replacement table, 512 leaves one level down with the same
  * address run and permissions, is written in full and then swapped in with
  * one store, so the unit sees the old leaf or the whole new table, never a
- * mix.  A table left with no present entry is unlinked from its parent and
- * its page goes on g->freelist: the unit may still be walking it until the
- * caller's IOTLB invalidation completes.  So no table but the root is ever
- * empty when the lock is free (the one exception: the freelist could not
- * grow; the empty table then stays linked and the next unmap covering it tries
- * again).  The gather gets the span of every entry touched and the largest
+ * mix.  A table whose whole span the unmap covers is unlinked from its
+ * parent and its page goes on g->freelist: the unit may still be walking it
+ * until the caller's IOTLB invalidation completes.  A table emptied a page
+ * at a time stays linked, as in Linux: the DMA API unmaps and maps single
+ * pages all the time, and freeing the table on every unmap would make the
+ * next map allocate and zero it again.  It goes when an unmap covers its
+ * span, or with the domain.  The gather gets the span of every entry touched and the largest
  * leaf removed, a split leaf counting at its old size, since that is what
  * the unit may have cached.
  *
@@ -43,9 +44,8 @@
  * Speed.  Tables are reached through the direct map, never through vtio_mem
  * calls per entry.  A map inside one 2 MiB span whose tables all exist (the
  * DMA API's usual 4 KiB to 1 MiB) skips the passes: one walk, check, write
- * (map_in_leaf_table).  The emptiness test after an unmap reads the table a
- * cache line at a time, outwards from the entry just cleared, and stops at
- * the first entry in use, which is usually a neighbour.
+ * (map_in_leaf_table); an unmap inside one table clears its entries and
+ * reads nothing else.
  */
 #include <errno.h>
 
@@ -310,20 +310,14 @@ static inline bool line_empty(const uint64_t *t, unsigned line)
     return !(l[0] | l[1] | l[2] | l[3] | l[4] | l[5] | l[6] | l[7]);
 }
 
-/* Whether every entry of t is clear.  Plain loads: only this thread (under
- * pt->lock) writes tables, the unit only reads them.  A cache line at a
- * time, outwards from the line of entry `near` (the last one cleared): live
- * neighbours are usually close, so the scan stops early. */
-static bool table_empty(const uint64_t *t, unsigned near)
+/* Whether every entry of t is clear (a whole-span unmap leaves a table
+ * clear unless a split ran out of pages).  Plain loads: only this thread
+ * (under pt->lock) writes tables, the unit only reads them. */
+static bool table_empty(const uint64_t *t)
 {
-    const unsigned lines = PT_ENTRIES / 8;
-    unsigned at = near / 8;
-    for (unsigned d = 0; d < lines; d++) {
-        if (at + d < lines && !line_empty(t, at + d))
+    for (unsigned line = 0; line < PT_ENTRIES / 8; line++)
+        if (!line_empty(t, line))
             return false;
-        if (d < at && !line_empty(t, at - d - 1))
-            return false;
-    }
     return true;
 }
 
@@ -344,12 +338,10 @@ static uint64_t split_leaf(struct intel_pgtable *pt, uint64_t v, unsigned level)
     return pa;
 }
 
-/* Clears [s, e) under table t of level `level`.  @returns the index of the
- * last entry of t it cleared, or -1 if it cleared none. */
-static int unmap_level(struct intel_pgtable *pt, struct unmap_op *op, uint64_t *t,
-                       unsigned level, uint64_t s, uint64_t e)
+/* Clears [s, e) under table t of level `level`. */
+static void unmap_level(struct intel_pgtable *pt, struct unmap_op *op, uint64_t *t,
+                        unsigned level, uint64_t s, uint64_t e)
 {
-    int last = -1;
     for (uint64_t a = s, next; a < e; a = next) {
         next = next_entry(a, level);
         uint64_t ee = next < e ? next : e;
@@ -362,7 +354,6 @@ static int unmap_level(struct intel_pgtable *pt, struct unmap_op *op, uint64_t *
         if (is_leaf(v, level)) {
             if (whole) {
                 intel_store_entry(&t[i], 0);
-                last = (int)i;
                 op->unmapped += size;
                 touched(op, a, ee, size);
                 continue;
@@ -379,21 +370,17 @@ static int unmap_level(struct intel_pgtable *pt, struct unmap_op *op, uint64_t *
         }
         uint64_t child = v & PT_ADDR_MASK;
         uint64_t *ct = table_va(pt, child);
-        int near = unmap_level(pt, op, ct, level - 1, a, ee);
-        /* A table is emptied by clearing in it; a whole-span pass also
-         * retries one left empty by an earlier freelist failure. */
-        if ((near < 0 && !whole) || !table_empty(ct, near < 0 ? 0 : (unsigned)near))
+        unmap_level(pt, op, ct, level - 1, a, ee);
+        if (!whole || !table_empty(ct))
             continue;
         if (vtio_iommu_freelist_add(op->freelist, child) < 0) {
             op->err = -ENOMEM;          /* stays linked, empty */
             continue;
         }
         intel_store_entry(&t[i], 0);
-        last = (int)i;
         count_tables(pt, -1);
         touched(op, a, ee, VTIO_PAGE_SIZE);
     }
-    return last;
 }
 
 uint64_t intel_pgtable_unmap(struct intel_pgtable *pt, uint64_t iova, uint64_t size,

@@ -353,6 +353,7 @@ static void t_untrusted(void)
         vtio_dma_addr_t a = vtio_dma_map_single(r.dev, cpu + 0x123, 100, VTIO_DMA_TO_DEVICE);
         CHECK_EQ(vtio_dma_mapping_error(r.dev, a), 0);
         CHECK_EQ(rig_stats(&r).bounced_maps, 1);
+        CHECK_EQ(rig_stats(&r).bounce_bytes_copied, 100);   /* copied in on map */
         uint64_t page_iova = a & ~(VTIO_PAGE_SIZE - 1), off = a - page_iova;
         CHECK_OK(rig_dev_read(&r, page_iova, page, 4096, NULL));   /* the whole page */
         CHECK_MEM_EQ(page + off, want, 100);

@@ -313,6 +313,8 @@ static void copy_orig(struct vtio_swiotlb *p, uint64_t tlb, uint64_t orig, size_
         vtio_mem_read(p->h->mem, orig, pool, len);
     else
         vtio_mem_write(p->h->mem, orig, pool, len);
+    if (p->h->dma)
+        atomic_fetch_add_explicit(&p->h->dma->bounce_bytes_copied, len, memory_order_relaxed);
 }
 
 static bool log_allowed(struct vtio_swiotlb *p)

@@ -149,12 +149,14 @@ VTIO_API int vtio_pci_msix_enable(struct vtio_host *h, const struct vtio_pci_fun
  * Routes MSI-X entry `index` to `handler`, like request_irq(): allocates a
  * free vector on `cpu` (VTIO_PCI_IRQ_ANY_CPU: CPUs in turn) with
  * vtio_intr_alloc_vector(), writes the entry's message address and data
- * (vtio_msi_compose) through the table's BAR and unmasks it.  A vector the
+ * through the table's BAR and unmasks it: a compatibility-format message
+ * (vtio_msi_compose), or, with interrupt remapping on, a remappable-format
+ * one that selects an IRTE only this function may use.  A vector the
  * device raised while masked is delivered now.  The handler runs as
  * intr.h describes (on the device's thread, short, non-blocking).
  * @returns 0; -EINVAL fn not from h, MSI-X not enabled, index >= nvec, no
  * handler, cpu out of range; -EBUSY the entry already has a handler;
- * -ENOSPC no free vector on that cpu.
+ * -ENOSPC no free vector on that cpu, or no free remapping entry.
  */
 VTIO_API int vtio_pci_request_irq(struct vtio_host *h, const struct vtio_pci_function *fn,
                                   unsigned index, vtio_intr_handler handler, void *opaque,

@@ -72,6 +72,29 @@ static inline void bench_rig_up_opts(struct bench_rig *r, uint64_t ram, unsigned
         bench_die("probe");
 }
 
+/* How the engine's device reaches memory, for the DMA-API benchmarks. */
+struct bench_mode {
+    const char *name;
+    bool no_iommu;                       /* the machine has no IOMMU */
+    enum vtio_host_iommu_mode iommu_mode;
+};
+
+static const struct bench_mode bench_modes[] __attribute__((unused)) = {
+    { "no-iommu", true, VTIO_HOST_IOMMU_STRICT },          /* dma-direct: the baseline */
+    { "identity", false, VTIO_HOST_IOMMU_PASSTHROUGH },
+    { "strict", false, VTIO_HOST_IOMMU_STRICT },
+    { "lazy", false, VTIO_HOST_IOMMU_LAZY },
+};
+#define BENCH_NMODES (sizeof(bench_modes) / sizeof(bench_modes[0]))
+
+/* One engine with one channel, its device in the domain `mode` asks for. */
+static inline void bench_rig_up_mode(struct bench_rig *r, uint64_t ram,
+                                     const struct bench_mode *mode)
+{
+    struct vtio_host_options o = { .iommu_mode = mode->iommu_mode };
+    bench_rig_up_opts(r, ram, 1, mode->no_iommu, &o);
+}
+
 /* The engine with physical addresses: with_vtd puts the VT-d unit in front
  * of it, left off (host booted with intel_iommu=off), as at power-on: every
  * access still passes through the unit. */

@@ -18,20 +18,6 @@
 #include <vtio/device.h>
 #include <vtio/dma.h>
 
-struct mode {
-    const char *name;
-    bool no_iommu;
-    enum vtio_host_iommu_mode iommu_mode;
-};
-
-static const struct mode modes[] = {
-    { "no-iommu", true, VTIO_HOST_IOMMU_STRICT },
-    { "identity", false, VTIO_HOST_IOMMU_PASSTHROUGH },
-    { "strict", false, VTIO_HOST_IOMMU_STRICT },
-    { "lazy", false, VTIO_HOST_IOMMU_LAZY },
-};
-#define NMODES (sizeof(modes) / sizeof(modes[0]))
-
 static const uint64_t sizes[] = { 4096, 16384, 65536, 262144, 1048576 };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 
@@ -105,16 +91,15 @@ int main(void)
 {
     double base[NSIZES] = { 0 };
     printf("{\"bench\": \"dma_e2e\", \"results\": [");
-    for (size_t i = 0; i < NMODES; i++) {
+    for (size_t i = 0; i < BENCH_NMODES; i++) {
         struct bench_rig r;
-        struct vtio_host_options o = { .iommu_mode = modes[i].iommu_mode };
-        bench_rig_up_opts(&r, 1 * VTIO_GiB, 1, modes[i].no_iommu, &o);
+        bench_rig_up_mode(&r, 1 * VTIO_GiB, &bench_modes[i]);
         struct vtio_device *dev = vtio_host_device(r.h, r.fn);
         if (vtio_dma_set_mask_and_coherent(dev, VTIO_DMA_BIT_MASK(64)) < 0)
             bench_die("mask");
         struct vtio_dmae_chan *ch = vtio_dmae_chan(r.dev, 0);
         uint64_t src = bench_alloc(&r, VTIO_MiB, NULL), dst = bench_alloc(&r, VTIO_MiB, NULL);
-        printf("%s{\"mode\": \"%s\", \"sizes\": [", i ? ", " : "", modes[i].name);
+        printf("%s{\"mode\": \"%s\", \"sizes\": [", i ? ", " : "", bench_modes[i].name);
         for (size_t k = 0; k < NSIZES; k++) {
             double us = transfer_us(dev, ch, src, dst, sizes[k]);
             if (i == 0)
@@ -125,7 +110,8 @@ int main(void)
             fflush(stdout);
         }
         printf("]");
-        if (!modes[i].no_iommu && modes[i].iommu_mode != VTIO_HOST_IOMMU_PASSTHROUGH) {
+        const struct bench_mode *mode = &bench_modes[i];
+        if (!mode->no_iommu && mode->iommu_mode != VTIO_HOST_IOMMU_PASSTHROUGH) {
             double ms;
             unsigned copies;
             stale_window(dev, ch, src, dst, &ms, &copies);

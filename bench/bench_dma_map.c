@@ -18,18 +18,6 @@
 
 #define SG_PAGES 64
 
-struct mode {
-    const char *name;
-    bool no_iommu;
-    enum vtio_host_iommu_mode iommu_mode;
-};
-
-static const struct mode modes[] = {
-    { "no-iommu", true, VTIO_HOST_IOMMU_STRICT },
-    { "identity", false, VTIO_HOST_IOMMU_PASSTHROUGH },
-    { "strict", false, VTIO_HOST_IOMMU_STRICT },
-    { "lazy", false, VTIO_HOST_IOMMU_LAZY },
-};
 
 /* ns per map+unmap pair of one page: the best of 5 rounds of n pairs. */
 static double pair_ns(struct vtio_device *dev, uint64_t pa, unsigned n)
@@ -79,10 +67,9 @@ int main(void)
 {
     double base_pair = 0, base_sg = 0;
     printf("{\"bench\": \"dma_map\", \"results\": [");
-    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+    for (size_t i = 0; i < BENCH_NMODES; i++) {
         struct bench_rig r;
-        struct vtio_host_options o = { .iommu_mode = modes[i].iommu_mode };
-        bench_rig_up_opts(&r, 1 * VTIO_GiB, 1, modes[i].no_iommu, &o);
+        bench_rig_up_mode(&r, 1 * VTIO_GiB, &bench_modes[i]);
         struct vtio_device *dev = vtio_host_device(r.h, r.fn);
         if (vtio_dma_set_mask_and_coherent(dev, VTIO_DMA_BIT_MASK(64)) < 0)
             bench_die("mask");
@@ -96,7 +83,8 @@ int main(void)
             base_pair = pair, base_sg = sg;
         printf("%s{\"mode\": \"%s\", \"map_unmap_4k_ns\": %.1f, \"ratio_4k\": %.2f, "
                "\"map_sg_64_ns\": %.0f, \"ratio_sg\": %.2f, \"sg_segments\": %d}",
-               i ? ", " : "", modes[i].name, pair, pair / base_pair, sg, sg / base_sg, segs);
+               i ? ", " : "", bench_modes[i].name, pair, pair / base_pair, sg, sg / base_sg,
+               segs);
         fflush(stdout);
         bench_rig_down(&r);
     }

@@ -20,7 +20,8 @@
  * invalidation (Dekker's pattern).
  *
  * Cost: begin and end write only the thread's own slot (plus the fence on
- * begin); they read the epoch, whose line only drains write.
+ * begin); they read the epoch, whose line only drains write.  A drain reads
+ * the slots up to the highest one ever taken, not the whole block.
  *
  * Lifetimes.  A thread finds its slot through a thread-local cache keyed by
  * the unit's id, an integer never reused, so a stale cache entry never
@@ -64,6 +65,10 @@ struct slot {
 struct block {
     struct slot slot[BLOCK_SLOTS];
     _Atomic(struct block *) next;       /* appended under inf->lock */
+    /* 1 + the highest slot ever taken (under inf->lock): drains look no
+     * further.  Stored before the taker's first access, whose begin fence
+     * then orders it before any drain that could miss the slot. */
+    _Atomic unsigned used_hi;
 };
 
 struct vtd_inflight {
@@ -170,6 +175,8 @@ static struct slot *slot_take(struct vtd_inflight *inf)
         for (unsigned i = 0; i < BLOCK_SLOTS; i++) {
             if (!b->slot[i].used) {
                 b->slot[i].used = true;
+                if (i + 1 > atomic_load_explicit(&b->used_hi, memory_order_relaxed))
+                    atomic_store_explicit(&b->used_hi, i + 1, memory_order_relaxed);
                 pthread_mutex_unlock(&inf->lock);
                 return &b->slot[i];
             }
@@ -183,6 +190,7 @@ static struct slot *slot_take(struct vtd_inflight *inf)
     }
     memset(b, 0, sizeof(*b));
     b->slot[0].used = true;
+    atomic_store_explicit(&b->used_hi, 1, memory_order_relaxed);
     atomic_store_explicit(&tail->next, b, memory_order_release);
     pthread_mutex_unlock(&inf->lock);
     return &b->slot[0];
@@ -302,7 +310,8 @@ void vtd_inflight_drain(struct vtio_vtd *vtd)
      * bump shows epoch >= target and is not waited for. */
     for (struct block *b = &inf->first; b;
          b = atomic_load_explicit(&b->next, memory_order_acquire)) {
-        for (unsigned i = 0; i < BLOCK_SLOTS; i++) {
+        unsigned hi = atomic_load_explicit(&b->used_hi, memory_order_relaxed);
+        for (unsigned i = 0; i < hi; i++) {
             struct slot *s = &b->slot[i];
             if (s == self)
                 continue;               /* our own open access cannot end here */

@@ -87,27 +87,13 @@ static void direct_sync(struct vtio_device *dev, vtio_dma_addr_t addr, size_t si
 static int direct_map_sg(struct vtio_device *dev, struct vtio_scatterlist *sg, int nents,
                          enum vtio_dma_direction dir)
 {
-    for (int i = 0; i < nents; i++) {
-        bool bounced;
-        int err = 0;
-        sg[i].dma_address = map_one(dev, sg[i].phys, sg[i].length, dir, &bounced, &err);
-        if (sg[i].dma_address == VTIO_DMA_MAPPING_ERROR) {
-            while (i--)   /* TO_DEVICE: give bounce slots back without copying */
-                direct_unmap_phys(dev, sg[i].dma_address, sg[i].length, VTIO_DMA_TO_DEVICE);
-            return err;
-        }
-        sg[i].dma_length = sg[i].length;
-        if (bounced)
-            atomic_fetch_add_explicit(&dev->host->dma->bounced_maps, 1, memory_order_relaxed);
-    }
-    return nents;
+    return vtio_dma_map_sg_each(&vtio_dma_direct_path, dev, sg, nents, dir);
 }
 
 static void direct_unmap_sg(struct vtio_device *dev, struct vtio_scatterlist *sg, int nents,
                             enum vtio_dma_direction dir)
 {
-    for (int i = 0; i < nents && sg[i].dma_length; i++)
-        direct_unmap_phys(dev, sg[i].dma_address, sg[i].dma_length, dir);
+    vtio_dma_unmap_sg_each(&vtio_dma_direct_path, dev, sg, nents, dir);
 }
 
 /* ---- coherent memory */

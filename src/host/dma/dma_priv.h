@@ -80,6 +80,15 @@ struct vtio_dma_path {
 extern const struct vtio_dma_path vtio_dma_direct_path;   /* direct.c */
 extern const struct vtio_dma_path vtio_dma_iommu_path;    /* iommu_dma.c */
 
+/* map_sg / unmap_sg without merging: each segment through p's map_phys /
+ * unmap_phys (dma-direct, and the IOMMU path for untrusted devices).  A
+ * failed map gives back what it mapped and returns the errno (mapping.c). */
+int vtio_dma_map_sg_each(const struct vtio_dma_path *p, struct vtio_device *dev,
+                         struct vtio_scatterlist *sg, int nents, enum vtio_dma_direction dir);
+void vtio_dma_unmap_sg_each(const struct vtio_dma_path *p, struct vtio_device *dev,
+                            struct vtio_scatterlist *sg, int nents,
+                            enum vtio_dma_direction dir);
+
 /* A path's map_phys failing: records negerr as the calling thread's reason
  * (what vtio_dma_mapping_error reports; the message is vtio_fail's) and
  * returns VTIO_DMA_MAPPING_ERROR (mapping.c). */

@@ -273,26 +273,6 @@ static void iommu_sync(struct vtio_device *dev, vtio_dma_addr_t addr, size_t siz
 
 /* ---- scatter-gather */
 
-/* Untrusted devices: one mapping per segment, each bounced as needed. */
-static int map_sg_each(struct vtio_device *dev, struct vtio_iommu_domain *d,
-                       struct vtio_scatterlist *sg, int nents, enum vtio_dma_direction dir)
-{
-    for (int i = 0; i < nents; i++) {
-        bool bounced = false;
-        int err = 0;
-        sg[i].dma_address = map_one(dev, d, sg[i].phys, sg[i].length, dir, &bounced, &err);
-        if (sg[i].dma_address == VTIO_DMA_MAPPING_ERROR) {
-            while (i--)
-                iommu_unmap_phys(dev, sg[i].dma_address, sg[i].length, VTIO_DMA_TO_DEVICE);
-            return err;
-        }
-        sg[i].dma_length = sg[i].length;
-        if (bounced)
-            atomic_fetch_add_explicit(&dev->host->dma->bounced_maps, 1, memory_order_relaxed);
-    }
-    return nents;
-}
-
 /* Where a segment of span bytes goes at relative IOVA pos: moved up to the
  * next window if it would cross a boundary_mask + 1 multiple and fits one. */
 static uint64_t sg_place(uint64_t pos, uint64_t span, uint64_t boundary_mask)
@@ -309,8 +289,8 @@ static int iommu_map_sg(struct vtio_device *dev, struct vtio_scatterlist *sg, in
     struct vtio_iommu_domain *d = dma_domain_of(dev);
     if (!d)
         return -ENODEV;
-    if (dev->untrusted)
-        return map_sg_each(dev, d, sg, nents, dir);
+    if (dev->untrusted)         /* one mapping per segment, each bounced as needed */
+        return vtio_dma_map_sg_each(&vtio_dma_iommu_path, dev, sg, nents, dir);
 
     uint64_t bmask = atomic_load_explicit(&dev->seg_boundary_mask, memory_order_relaxed);
     uint64_t max_seg = atomic_load_explicit(&dev->max_seg_size, memory_order_relaxed);
@@ -374,8 +354,7 @@ static void iommu_unmap_sg(struct vtio_device *dev, struct vtio_scatterlist *sg,
     if (!d)
         return;
     if (dev->untrusted) {
-        for (int i = 0; i < nents && sg[i].dma_length; i++)
-            iommu_unmap_phys(dev, sg[i].dma_address, sg[i].dma_length, dir);
+        vtio_dma_unmap_sg_each(&vtio_dma_iommu_path, dev, sg, nents, dir);
         return;
     }
     uint64_t start = sg[0].dma_address & ~PAGE_MASK_LOW, end = start;

@@ -88,9 +88,16 @@ static bool dir_valid(enum vtio_dma_direction dir)
            dir == VTIO_DMA_FROM_DEVICE;
 }
 
+/* The device's DMA layer; NULL for no device or a host without one. */
+static struct vtio_dma *dma_of(struct vtio_device *dev)
+{
+    return dev && dev->host ? dev->host->dma : NULL;
+}
+
 static struct vtio_dma_debug *debug_of(struct vtio_device *dev)
 {
-    return dev && dev->host && dev->host->dma ? dev->host->dma->debug : NULL;
+    struct vtio_dma *dma = dma_of(dev);
+    return dma ? dma->debug : NULL;
 }
 
 /* Checks what every map needs.  @returns 0 or -errno (vtio_fail). */
@@ -166,11 +173,12 @@ static vtio_dma_addr_t map_common(struct vtio_device *dev, enum vtio_dma_map_kin
     if (err) {
         /* check_map failed: dev may be NULL or without a DMA layer */
         remember_error(dev, err);
-        struct vtio_dma_debug *dbg = debug_of(dev);
-        if (dbg)
-            vtio_dma_debug_map(dbg, dev, kind, VTIO_DMA_MAPPING_ERROR, phys, size, dir, site);
-        if (dev && dev->host && dev->host->dma)
-            count(&dev->host->dma->map_errors, 1);
+        struct vtio_dma *dma = dma_of(dev);
+        if (dma && dma->debug)
+            vtio_dma_debug_map(dma->debug, dev, kind, VTIO_DMA_MAPPING_ERROR, phys, size, dir,
+                               site);
+        if (dma)
+            count(&dma->map_errors, 1);
         return VTIO_DMA_MAPPING_ERROR;
     }
     struct vtio_dma *dma = dev->host->dma;
@@ -219,9 +227,9 @@ static void unmap_common(struct vtio_device *dev, enum vtio_dma_map_kind kind,
                          vtio_dma_addr_t addr, size_t size, enum vtio_dma_direction dir,
                          const char *site)
 {
-    if (!dev || !dev->host || !dev->host->dma)
+    struct vtio_dma *dma = dma_of(dev);
+    if (!dma)
         return;
-    struct vtio_dma *dma = dev->host->dma;
     if (dma->debug && !vtio_dma_debug_unmap(dma->debug, dev, kind, addr, size, dir, site))
         return;
     int err = 0;
@@ -260,13 +268,40 @@ void vtio_dma_sync_single_site(struct vtio_device *dev, vtio_dma_addr_t addr, si
     if (dbg)
         vtio_dma_debug_sync(dbg, dev, addr, size, dir, for_device, site);
     int err = 0;
-    const struct vtio_dma_path *p = dev && dev->host && dev->host->dma ? path_of(dev, &err)
-                                                                       : NULL;
+    const struct vtio_dma_path *p = dma_of(dev) ? path_of(dev, &err) : NULL;
     if (p && size && dir_valid(dir))
         p->sync(dev, addr, size, dir, for_device);
 }
 
 /* ---- scatter-gather */
+
+int vtio_dma_map_sg_each(const struct vtio_dma_path *p, struct vtio_device *dev,
+                         struct vtio_scatterlist *sg, int nents, enum vtio_dma_direction dir)
+{
+    for (int i = 0; i < nents; i++) {
+        bool bounced = false;
+        path_errno = -ENOMEM;
+        sg[i].dma_address = p->map_phys(dev, sg[i].phys, sg[i].length, dir, &bounced);
+        if (sg[i].dma_address == VTIO_DMA_MAPPING_ERROR) {
+            int err = path_errno;
+            while (i--)   /* TO_DEVICE: give bounce slots back without copying */
+                p->unmap_phys(dev, sg[i].dma_address, sg[i].length, VTIO_DMA_TO_DEVICE);
+            return err;
+        }
+        sg[i].dma_length = sg[i].length;
+        if (bounced)
+            count(&dev->host->dma->bounced_maps, 1);
+    }
+    return nents;
+}
+
+void vtio_dma_unmap_sg_each(const struct vtio_dma_path *p, struct vtio_device *dev,
+                            struct vtio_scatterlist *sg, int nents,
+                            enum vtio_dma_direction dir)
+{
+    for (int i = 0; i < nents && sg[i].dma_length; i++)
+        p->unmap_phys(dev, sg[i].dma_address, sg[i].dma_length, dir);
+}
 
 static int check_sg(struct vtio_device *dev, struct vtio_scatterlist *sg, int nents,
                     enum vtio_dma_direction dir)
@@ -309,7 +344,7 @@ int vtio_dma_map_sg_site(struct vtio_device *dev, struct vtio_scatterlist *sg, i
     const struct vtio_dma_path *p = n ? NULL : path_of(dev, &n);
     if (p)
         n = p->map_sg(dev, sg, nents, dir);
-    struct vtio_dma *dma = dev && dev->host ? dev->host->dma : NULL;
+    struct vtio_dma *dma = dma_of(dev);
     if (!dma)
         return n;
     if (n <= 0) {
@@ -325,9 +360,9 @@ int vtio_dma_map_sg_site(struct vtio_device *dev, struct vtio_scatterlist *sg, i
 void vtio_dma_unmap_sg_site(struct vtio_device *dev, struct vtio_scatterlist *sg, int nents,
                             enum vtio_dma_direction dir, const char *site)
 {
-    if (!dev || !dev->host || !dev->host->dma || !sg || nents <= 0)
+    struct vtio_dma *dma = dma_of(dev);
+    if (!dma || !sg || nents <= 0)
         return;
-    struct vtio_dma *dma = dev->host->dma;
     if (dma->debug) {
         for (int j = 0; j < nents && sg[j].dma_length; j++)
             if (!vtio_dma_debug_unmap(dma->debug, dev, VTIO_DMA_KIND_SG, sg[j].dma_address,
@@ -345,7 +380,7 @@ void vtio_dma_unmap_sg_site(struct vtio_device *dev, struct vtio_scatterlist *sg
 void vtio_dma_sync_sg_site(struct vtio_device *dev, struct vtio_scatterlist *sg, int nents,
                            enum vtio_dma_direction dir, bool for_device, const char *site)
 {
-    if (!dev || !dev->host || !dev->host->dma || !sg || nents <= 0)
+    if (!dma_of(dev) || !sg || nents <= 0)
         return;
     for (int j = 0; j < nents && sg[j].dma_length; j++)
         vtio_dma_sync_single_site(dev, sg[j].dma_address, sg[j].dma_length, dir, for_device,
@@ -365,7 +400,7 @@ void *vtio_dma_alloc_coherent_site(struct vtio_device *dev, size_t size,
                         dev->name, size);
     const struct vtio_dma_path *p = err ? NULL : path_of(dev, &err);
     void *cpu = p ? p->alloc_coherent(dev, size, handle) : NULL;
-    struct vtio_dma *dma = dev && dev->host ? dev->host->dma : NULL;
+    struct vtio_dma *dma = dma_of(dev);
     if (!dma)
         return cpu;
     if (!cpu) {
@@ -385,9 +420,9 @@ void *vtio_dma_alloc_coherent_site(struct vtio_device *dev, size_t size,
 void vtio_dma_free_coherent_site(struct vtio_device *dev, size_t size, void *cpu_addr,
                                  vtio_dma_addr_t handle, const char *site)
 {
-    if (!dev || !dev->host || !dev->host->dma || !cpu_addr)
+    struct vtio_dma *dma = dma_of(dev);
+    if (!dma || !cpu_addr)
         return;
-    struct vtio_dma *dma = dev->host->dma;
     if (dma->debug && !vtio_dma_debug_unmap(dma->debug, dev, VTIO_DMA_KIND_COHERENT, handle,
                                             size, VTIO_DMA_BIDIRECTIONAL, site))
         return;

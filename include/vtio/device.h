@@ -40,7 +40,10 @@ VTIO_API bool vtio_device_untrusted(const struct vtio_device *dev);
 
 /*
  * Binds a driver (by name, which must outlive the binding) to the device.
- * @returns 0; -EBUSY another driver is bound; -EINVAL no name.
+ * The driver maps through the DMA API, so the device's IOMMU group must not
+ * be owned by a user (VFIO: iommu.h's DMA ownership).
+ * @returns 0; -EBUSY another driver is bound, or the group is owned by a
+ * user; -EINVAL no name.
  */
 VTIO_API int vtio_device_bind(struct vtio_device *dev, const char *driver);
 /* Unbinds; with DMA-API debugging on, reports every mapping the driver

@@ -39,6 +39,7 @@ struct vtio_iommu;
 struct vtio_dma;
 struct vtio_direct_map;
 struct vtio_irq_remap;
+struct vtio_vfio;
 
 /* The default domain of translated devices (iommu.passthrough, iommu.strict). */
 enum vtio_host_iommu_mode {
@@ -88,6 +89,7 @@ struct vtio_host {
     struct vtio_iommu *iommu;          /* IOMMU core; NULL: no IOMMU in use */
     struct vtio_irq_remap *irq_remap;  /* interrupt remapping; NULL: off */
     struct vtio_dma *dma;              /* DMA mapping layer */
+    struct vtio_vfio *vfio;            /* VFIO (NULL: no IOMMU) */
 };
 
 /* Boots with the default options (all zero: IOMMU on if present, lazy DMA

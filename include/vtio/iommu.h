@@ -105,6 +105,42 @@ VTIO_API struct vtio_iommu_domain *vtio_iommu_group_default_domain(struct vtio_i
 VTIO_API int vtio_iommu_group_set_default_type(struct vtio_iommu_group *g,
                                                enum vtio_iommu_domain_type t);
 
+/*
+ * DMA ownership (Linux's iommu_group_claim_dma_owner), the rule that keeps
+ * a group whole: a group is either the DMA API's (its devices' drivers map
+ * through their default domain) or one user's (VFIO), never both.
+ * Binding a DMA-API driver (vtio_device_bind) to a device of an owned group
+ * fails with -EBUSY; claiming a group in which a DMA-API driver is bound
+ * fails with -EPERM.  A claimed group is put in a blocking domain (no DMA)
+ * until its owner attaches a domain of its own, and goes back to blocking
+ * when the owner detaches it; release gives it its default domain again.
+ * @returns 0; -EPERM a DMA-API driver is bound, or another owner holds the
+ * group; -EBUSY the group is attached to a non-default domain; -EINVAL
+ * owner NULL; -ENOMEM.
+ */
+VTIO_API int vtio_iommu_group_claim_dma_owner(struct vtio_iommu_group *g, void *owner);
+/* @returns 0; -EINVAL owner does not hold g (or g is still attached to a
+ * domain of the owner's). */
+VTIO_API int vtio_iommu_group_release_dma_owner(struct vtio_iommu_group *g, void *owner);
+VTIO_API bool vtio_iommu_group_dma_owner_claimed(struct vtio_iommu_group *g);
+
+/* IOVA ranges no mapping of the group may use (Linux's reserved regions):
+ * the MSI window, where the unit takes every write as an interrupt request. */
+enum vtio_iommu_resv_type {
+    VTIO_IOMMU_RESV_DIRECT,    /* firmware needs it mapped 1:1 (RMRR) */
+    VTIO_IOMMU_RESV_RESERVED,  /* not usable */
+    VTIO_IOMMU_RESV_MSI,       /* the interrupt window */
+};
+struct vtio_iommu_resv_region {
+    uint64_t start, length;
+    enum vtio_iommu_resv_type type;
+};
+/* Stores up to max of g's reserved regions, ascending.  @returns how many
+ * there are. */
+VTIO_API unsigned vtio_iommu_group_resv_regions(struct vtio_iommu_group *g,
+                                                struct vtio_iommu_resv_region *out,
+                                                unsigned max);
+
 /* ---- domains */
 
 /*
@@ -124,13 +160,15 @@ VTIO_API void vtio_iommu_domain_geometry(const struct vtio_iommu_domain *d,
                                          uint64_t *aperture_end, uint64_t *pgsize_bitmap);
 
 /*
- * Attaches g to d in place of its default domain (every device of g is
- * switched; the old translations are invalidated before this returns).
- * @returns 0; -EBUSY g is already attached to another non-default domain;
+ * Attaches g to d in place of its default domain, or of the blocking
+ * domain of a claimed group (every device of g is switched; the old
+ * translations are invalidated before this returns).
+ * @returns 0; -EBUSY g is already attached to another domain;
  * -EINVAL d belongs to another IOMMU or is a DMA-API domain.
  */
 VTIO_API int vtio_iommu_attach_group(struct vtio_iommu_domain *d, struct vtio_iommu_group *g);
-/* Gives g back to its default domain.  @returns 0; -EINVAL not attached to d. */
+/* Gives g back to its default domain (to blocking if it is claimed).
+ * @returns 0; -EINVAL not attached to d. */
 VTIO_API int vtio_iommu_detach_group(struct vtio_iommu_domain *d, struct vtio_iommu_group *g);
 
 /*

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "host/device_priv.h"
+#include "host/iommu/iommu_priv.h"
 #include "util/error.h"
 
 /* Linux's PCI defaults (pci_setup_device, dma_parms). */
@@ -124,19 +125,38 @@ bool vtio_device_untrusted(const struct vtio_device *dev)
     return dev && dev->untrusted;
 }
 
-int vtio_device_bind(struct vtio_device *dev, const char *driver)
+/* A DMA-API driver first registers as a user of the group's default
+ * domain (refused while VFIO owns the group), then binds; the group rule is
+ * checked before the device lock, which nests inside the core's. */
+static int bind_driver(struct vtio_device *dev, const char *driver, bool managed_dma)
 {
     if (!dev || !driver || !driver[0])
         return vtio_fail(-EINVAL, "device: bind needs a device and a driver name");
+    int rc = managed_dma ? 0 : vtio_iommu_device_use_default_domain(dev);
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&dev->lock);
     const char *cur = atomic_load(&dev->driver);
-    int rc = 0;
-    if (cur)
+    if (cur) {
         rc = vtio_fail(-EBUSY, "device: %s is already bound to %s", dev->name, cur);
-    else
+    } else {
+        dev->driver_managed_dma = managed_dma;
         atomic_store(&dev->driver, driver);
+    }
     pthread_mutex_unlock(&dev->lock);
+    if (rc < 0 && !managed_dma)
+        vtio_iommu_device_unuse_default_domain(dev);
     return rc;
+}
+
+int vtio_device_bind(struct vtio_device *dev, const char *driver)
+{
+    return bind_driver(dev, driver, false);
+}
+
+int vtio_device_bind_managed(struct vtio_device *dev, const char *driver)
+{
+    return bind_driver(dev, driver, true);
 }
 
 unsigned vtio_device_unbind(struct vtio_device *dev)
@@ -145,10 +165,16 @@ unsigned vtio_device_unbind(struct vtio_device *dev)
         return 0;
     pthread_mutex_lock(&dev->lock);
     const char *was = atomic_exchange(&dev->driver, NULL);
+    bool managed_dma = dev->driver_managed_dma;
+    dev->driver_managed_dma = false;
     pthread_mutex_unlock(&dev->lock);
+    if (!was)
+        return 0;
+    if (!managed_dma)
+        vtio_iommu_device_unuse_default_domain(dev);
     /* What the driver left mapped is reported after it is gone, as Linux's
      * dma-debug does on BUS_NOTIFY_UNBOUND_DRIVER. */
-    return was ? vtio_dma_debug_check_leaks(dev) : 0;
+    return vtio_dma_debug_check_leaks(dev);
 }
 
 const char *vtio_device_driver(const struct vtio_device *dev)

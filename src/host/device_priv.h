@@ -31,6 +31,8 @@ struct vtio_device {
 
     pthread_mutex_t lock;              /* driver binding, DMA parameters */
     _Atomic(const char *) driver;
+    bool driver_managed_dma;           /* the bound driver does not use the DMA
+                                          API (vfio-pci), under lock */
 
     /* DMA parameters (dma.h setters; read without the lock) */
     _Atomic uint64_t dma_mask, coherent_dma_mask;
@@ -39,6 +41,14 @@ struct vtio_device {
 
     struct vtio_dma_dev *dma;          /* the DMA layer's per-device state */
 };
+
+/*
+ * Binds a driver that manages DMA itself rather than through the DMA API
+ * (Linux's driver_managed_dma: vfio-pci): it does not count as a DMA-API
+ * user of the device's IOMMU group, so the group can be owned by a user.
+ * Unbind with vtio_device_unbind.  @returns as vtio_device_bind.
+ */
+int vtio_device_bind_managed(struct vtio_device *dev, const char *driver);
 
 /* Creates h->devices from h->pci (boot) and frees them (shutdown). */
 int vtio_host_devices_create(struct vtio_host *h);

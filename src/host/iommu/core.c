@@ -203,6 +203,25 @@ static void set_current(struct vtio_iommu_group *g, struct vtio_iommu_domain *d)
     atomic_store_explicit(&g->domain, d, memory_order_release);
 }
 
+int vtio_iommu_group_switch_locked(struct vtio_iommu_group *g, struct vtio_iommu_domain *d)
+{
+    int rc = attach_devices(g, d, atomic_load(&g->domain));
+    if (rc == 0)
+        set_current(g, d);
+    return rc;
+}
+
+int vtio_iommu_domain_make_locked(struct vtio_iommu_group *g, enum vtio_iommu_domain_type t,
+                                  struct vtio_iommu_domain **out)
+{
+    return domain_make(g->iommu, g->unit, t, false, out);
+}
+
+void vtio_iommu_domain_destroy_locked(struct vtio_iommu_domain *d)
+{
+    domain_destroy(d);
+}
+
 /* ------------------------------------------------------------------------
  * Default domains
  * ------------------------------------------------------------------------ */
@@ -304,7 +323,9 @@ static void free_default_domains(struct vtio_iommu *iommu)
         atomic_store(&g->domain, NULL);
         if (g->default_domain)
             domain_destroy(g->default_domain);
-        g->default_domain = NULL;
+        if (g->blocking_domain)
+            domain_destroy(g->blocking_domain);
+        g->default_domain = g->blocking_domain = NULL;
     }
 }
 
@@ -610,13 +631,11 @@ int vtio_iommu_attach_group(struct vtio_iommu_domain *d, struct vtio_iommu_group
     pthread_mutex_lock(&iommu->lock);
     int rc = 0;
     struct vtio_iommu_domain *cur = atomic_load(&g->domain);
-    if (cur != g->default_domain)
+    if (cur != g->default_domain && cur != g->blocking_domain)
         rc = vtio_fail(-EBUSY, "iommu: group %u is already attached to a %s domain", g->id,
                        vtio_iommu_domain_type_name(cur->type));
     if (rc == 0)
-        rc = attach_devices(g, d, cur);
-    if (rc == 0)
-        set_current(g, d);
+        rc = vtio_iommu_group_switch_locked(g, d);
     pthread_mutex_unlock(&iommu->lock);
     return rc;
 }
@@ -628,12 +647,12 @@ int vtio_iommu_detach_group(struct vtio_iommu_domain *d, struct vtio_iommu_group
     struct vtio_iommu *iommu = g->iommu;
     pthread_mutex_lock(&iommu->lock);
     int rc = 0;
-    if (atomic_load(&g->domain) != d || d == g->default_domain)
+    if (atomic_load(&g->domain) != d || d == g->default_domain || d == g->blocking_domain)
         rc = vtio_fail(-EINVAL, "iommu: group %u is not attached to that domain", g->id);
+    /* An owned group goes back to blocking: its owner still holds it. */
     if (rc == 0)
-        rc = attach_devices(g, g->default_domain, d);
-    if (rc == 0)
-        set_current(g, g->default_domain);
+        rc = vtio_iommu_group_switch_locked(g, g->owner ? g->blocking_domain
+                                                        : g->default_domain);
     pthread_mutex_unlock(&iommu->lock);
     return rc;
 }

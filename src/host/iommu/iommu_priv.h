@@ -107,7 +107,8 @@ struct vtio_iommu_domain {
     void *unit;                        /* the driver's hardware unit */
     uint64_t aperture_end;             /* highest mappable IOVA (inclusive) */
     uint64_t pgsize_bitmap;            /* e.g. 4K | 2M | 1G */
-    bool is_default;                   /* a group's default domain */
+    bool is_default;                   /* a group's default or blocking domain:
+                                          the core's, never attached by hand */
     unsigned attached;                 /* groups attached (core lock) */
     _Atomic(vtio_iommu_fault_fn) fault_fn;
     void *_Atomic fault_opaque;
@@ -129,6 +130,11 @@ struct vtio_iommu_ops {
     enum vtio_iommu_domain_type (*def_domain_type)(void *drv, struct vtio_device *dev);
     /* Processes the faults the hardware has recorded (vtio_iommu_fault_sync). */
     void (*fault_sync)(void *drv);
+    /* Optional: stores up to max of the IOVA ranges dev's DMA cannot be
+     * translated in (the interrupt window, RMRRs), ascending; returns how
+     * many there are. */
+    unsigned (*get_resv_regions)(void *drv, struct vtio_device *dev,
+                                 struct vtio_iommu_resv_region *out, unsigned max);
     /* Turns the hardware off and frees the driver (after every domain). */
     void (*shutdown)(void *drv);
     bool deferred_flush;               /* IOMMU_CAP_DEFERRED_FLUSH: lazy allowed */
@@ -143,6 +149,11 @@ struct vtio_iommu_group {
     void *unit;                        /* the hardware unit serving it */
     struct vtio_iommu_domain *default_domain;
     _Atomic(struct vtio_iommu_domain *) domain;   /* current */
+    /* DMA ownership (owner.c), under the core lock: how many devices have a
+     * DMA-API driver bound, or which user holds the group (never both). */
+    unsigned owner_cnt;
+    void *owner;
+    struct vtio_iommu_domain *blocking_domain;   /* while owned; made at first claim */
 };
 
 struct vtio_iommu {
@@ -175,6 +186,25 @@ void vtio_iommu_unregister(struct vtio_host *h);
 /* A decoded hardware fault: into the log, the rate-limited message, and
  * the fault handler of the domain of the device with f->sid. */
 void vtio_iommu_report_fault(struct vtio_iommu *iommu, const struct vtio_iommu_fault *f);
+/* Core lock held: points every device of g at d and makes d current (the
+ * devices go back to where they were if one refuses).  @returns 0; -errno. */
+int vtio_iommu_group_switch_locked(struct vtio_iommu_group *g, struct vtio_iommu_domain *d);
+/* Core lock held: a new domain of type t for g's unit (not attached). */
+int vtio_iommu_domain_make_locked(struct vtio_iommu_group *g, enum vtio_iommu_domain_type t,
+                                  struct vtio_iommu_domain **out);
+/* Frees a domain that no group uses (core lock held). */
+void vtio_iommu_domain_destroy_locked(struct vtio_iommu_domain *d);
+
+/*
+ * The binding side of DMA ownership (owner.c; Linux's
+ * iommu_device_use_default_domain): called by vtio_device_bind for a
+ * driver that maps through the DMA API, with dev's lock NOT held.
+ * @returns 0 (also when no IOMMU translates dev); -EBUSY the group is owned
+ * by a user.
+ */
+int vtio_iommu_device_use_default_domain(struct vtio_device *dev);
+void vtio_iommu_device_unuse_default_domain(struct vtio_device *dev);
+
 /* The group of the device with requester id rid; NULL if none. */
 struct vtio_iommu_group *vtio_iommu_group_of_rid(struct vtio_iommu *iommu, uint16_t rid);
 

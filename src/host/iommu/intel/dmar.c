@@ -24,6 +24,7 @@
  */
 #include "host/iommu/intel/intel_iommu.h"
 
+#include <vtio/intr.h>
 #include <vtio/pci_enum.h>
 
 #include <errno.h>
@@ -76,6 +77,21 @@ static enum vtio_iommu_domain_type intel_def_domain_type(void *opaque, struct vt
     return 0;
 }
 
+/* The interrupt window: a DMA write there is an interrupt request the unit
+ * remaps (or blocks), never translated (Linux reports the IOAPIC range as
+ * IOMMU_RESV_MSI).  vtio's firmware describes no RMRRs. */
+static unsigned intel_get_resv_regions(void *opaque, struct vtio_device *dev,
+                                       struct vtio_iommu_resv_region *out, unsigned max)
+{
+    (void)opaque;
+    (void)dev;
+    if (max)
+        out[0] = (struct vtio_iommu_resv_region){ .start = VTIO_MSI_WINDOW_BASE,
+                                                  .length = VTIO_MSI_WINDOW_SIZE,
+                                                  .type = VTIO_IOMMU_RESV_MSI };
+    return 1;
+}
+
 static void intel_drv_fault_sync(void *opaque)
 {
     struct intel_drv *drv = opaque;
@@ -102,6 +118,7 @@ static const struct vtio_iommu_ops intel_iommu_ops = {
     .domain_alloc = intel_domain_alloc,
     .def_domain_type = intel_def_domain_type,
     .fault_sync = intel_drv_fault_sync,
+    .get_resv_regions = intel_get_resv_regions,
     .shutdown = intel_drv_shutdown,
     .deferred_flush = true,
 };

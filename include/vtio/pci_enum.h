@@ -7,16 +7,18 @@
  * at ecam_base + ((b - bus_start) << 20 | d << 15 | f << 12), read with
  * ordinary CPU loads), function 0 of each device and functions 1-7 only when
  * function 0 is multifunction; it decodes ids, class, the capability list
- * (MSI, MSI-X, PCI Express) and the MSI-X table/PBA location; it sizes every
- * memory BAR (memory decode off while sizing), places them in the firmware
- * windows (64-bit BARs in the 64-bit window, 32-bit BARs below 4 GiB, each
- * aligned to its size, largest first) and turns memory decoding on.
+ * (MSI, MSI-X, PCI Express), the MSI vector count and features and the
+ * MSI-X table/PBA location; it sizes every memory BAR (memory decode off
+ * while sizing), places them in the firmware windows (64-bit BARs in the
+ * 64-bit window, 32-bit BARs below 4 GiB, each aligned to its size, largest
+ * first) and turns memory decoding on.
  *
  * Drivers then find their function, reach its configuration space with the
  * vtio_pci_cfg_* accessors, its registers with vtio_pci_bar_mmio(), turn
- * bus mastering on, and use MSI-X the way Linux drivers use
- * pci_alloc_irq_vectors() and request_irq(): vtio_pci_msix_enable() once,
- * then vtio_pci_request_irq() per vector.  Nothing here reaches the machine
+ * bus mastering on, and use MSI-X or MSI the way Linux drivers use
+ * pci_alloc_irq_vectors() and request_irq(): vtio_pci_msix_enable() or
+ * vtio_pci_msi_enable() once, then vtio_pci_request_irq() per vector (the
+ * per-vector calls serve whichever of the two is enabled).  Nothing here reaches the machine
  * other than through memory accesses (ECAM, BAR MMIO) and the interrupt
  * vector table (vtio_intr_alloc_vector / unregister).
  *
@@ -27,7 +29,7 @@
  * Threads: enumeration and destruction from one thread, with no other call
  * running.  Config accessors may be called from any thread (a config access
  * is a single memory access); read-modify-write helpers (set_master) and the
- * MSI-X calls are serialised per function by a lock.  The irq calls must not
+ * MSI-X/MSI calls are serialised per function by a lock.  The irq calls must not
  * be made from an interrupt handler.
  */
 #ifndef VTIO_PCI_ENUM_H
@@ -72,6 +74,11 @@ struct vtio_pci_function {
     uint8_t header_type;     /* with the multifunction bit */
     /* Capability offsets in config space, 0 if absent. */
     uint8_t cap_msi, cap_msix, cap_exp;
+    /* MSI (valid when cap_msi != 0): Multiple Message Capable as a count
+     * (1, 2, 4, ... 32), 64-bit message address, per-vector mask and
+     * pending bits. */
+    unsigned msi_vectors;
+    bool msi_64bit, msi_maskable;
     /* MSI-X (valid when cap_msix != 0). */
     unsigned msix_table_size;          /* vectors */
     uint8_t msix_table_bir, msix_pba_bir;
@@ -89,8 +96,8 @@ struct vtio_pci_function {
  */
 VTIO_API int vtio_pci_enumerate(struct vtio_mem *mem, const struct vtio_firmware *fw,
                                 struct vtio_pci_enum **out);
-/* Releases the vectors of functions that still have MSI-X enabled and
- * turns MSI-X off on them, turns bus mastering off on every function (so no
+/* Releases the vectors of functions that still have MSI-X or MSI enabled
+ * and turns it off on them, turns bus mastering off on every function (so no
  * device DMA outlives the OS), and frees the list.  NULL is a no-op. */
 VTIO_API void vtio_pci_enum_destroy(struct vtio_pci_enum *e);
 
@@ -140,13 +147,60 @@ VTIO_API int vtio_pci_bar_mmio(const struct vtio_pci_function *fn, unsigned bar,
  * INTx is disabled.
  * @returns 0; -EINVAL fn not from h's enumeration, nvec 0 or over the table
  * size; -ENODEV no MSI-X capability, or its table is not inside a placed
- * BAR; -EBUSY MSI-X already enabled; -ENOMEM.
+ * BAR; -EBUSY MSI-X or MSI already enabled; -ENOMEM.
  */
 VTIO_API int vtio_pci_msix_enable(struct vtio_host *h, const struct vtio_pci_function *fn,
                                   unsigned nvec);
 
 /*
- * Routes MSI-X entry `index` to `handler`, like request_irq(): allocates a
+ * Enables MSI with nvec vectors (0..nvec-1), like pci_alloc_irq_vectors(...,
+ * PCI_IRQ_MSI): Multiple Message Enable = log2(nvec), so the function sends
+ * the message data with its low log2(nvec) bits replaced by the vector
+ * number.  Every vector is masked (when the capability has mask bits)
+ * before the capability is enabled, and the message address and data are
+ * written before: a vector raised before vtio_pci_request_irq() stays
+ * pending (with mask bits) and never reaches a handler.  INTx is disabled.
+ *  - With interrupt remapping on, a block of nvec consecutive remapping
+ *    entries (aligned to nvec) is reserved for this function, none present
+ *    until its vector is requested; the message names the block (SHV set
+ *    when nvec > 1, subhandle = vector number), as Linux's intel
+ *    irq_remapping does for multi-MSI.  Each vector can go to any cpu.
+ *  - Without it, the data is a CPU vector, so the nvec vectors are one
+ *    aligned block of free vectors on one cpu (chosen round-robin here;
+ *    see vtio_pci_request_irq() for moving it) and all of them are
+ *    delivered there; they stay reserved until vtio_pci_msi_disable().
+ * @returns 0; -EINVAL fn not from h, nvec 0, not a power of two or over
+ * fn->msi_vectors; -ENODEV no MSI capability; -EBUSY MSI or MSI-X already
+ * enabled; -ENOSPC no aligned block of nvec free vectors on any cpu (no
+ * remapping), or no nvec free consecutive remapping entries; -ENOMEM.
+ */
+VTIO_API int vtio_pci_msi_enable(struct vtio_host *h, const struct vtio_pci_function *fn,
+                                 unsigned nvec);
+
+/* Frees every vector still requested, gives the reserved vectors or
+ * remapping entries back, then turns MSI off (and INTx back on).
+ * @returns 0; -EINVAL fn not from h or MSI not enabled. */
+VTIO_API int vtio_pci_msi_disable(struct vtio_host *h, const struct vtio_pci_function *fn);
+
+/* Which kind of message-signalled interrupt fn has enabled. */
+enum vtio_pci_irq_type {
+    VTIO_PCI_IRQ_NONE = 0,
+    VTIO_PCI_IRQ_MSI = 1,
+    VTIO_PCI_IRQ_MSIX = 2,
+};
+
+/* The kind enabled on fn and, if nvec is not NULL, how many vectors
+ * (0 with VTIO_PCI_IRQ_NONE).  VTIO_PCI_IRQ_NONE also when fn is not from
+ * h (then vtio_last_error() says so). */
+VTIO_API enum vtio_pci_irq_type vtio_pci_irq_type(struct vtio_host *h,
+                                                  const struct vtio_pci_function *fn,
+                                                  unsigned *nvec);
+
+/*
+ * The per-vector calls below work on whichever of MSI-X and MSI is enabled;
+ * `index` is the MSI-X table entry or the MSI vector number.
+ *
+ * Routes vector `index` to `handler`, like request_irq(): allocates a
  * free vector on `cpu` (VTIO_PCI_IRQ_ANY_CPU: CPUs in turn) with
  * vtio_intr_alloc_vector(), writes the entry's message address and data
  * through the table's BAR and unmasks it: a compatibility-format message
@@ -154,28 +208,52 @@ VTIO_API int vtio_pci_msix_enable(struct vtio_host *h, const struct vtio_pci_fun
  * one that selects an IRTE only this function may use.  A vector the
  * device raised while masked is delivered now.  The handler runs as
  * intr.h describes (on the device's thread, short, non-blocking).
- * @returns 0; -EINVAL fn not from h, MSI-X not enabled, index >= nvec, no
- * handler, cpu out of range; -EBUSY the entry already has a handler;
- * -ENOSPC no free vector on that cpu, or no free remapping entry.
+ * MSI: with remapping, a vector is allocated on `cpu` and the vector's
+ * entry of the block is made present; without remapping the vector
+ * reserved at enable is used: a `cpu` other than the block's moves the
+ * block there if no vector has a handler yet (else -EINVAL), so the first
+ * request picks the cpu of all.  Then its mask bit is cleared.  Without mask bits the
+ * vector is live from here on (and before, a raise was dropped: an IR
+ * fault with remapping, nothing without).
+ * @returns 0; -EINVAL fn not from h, neither MSI-X nor MSI enabled,
+ * index >= nvec, no handler, cpu out of range (or, MSI without remapping,
+ * not the cpu other vectors with handlers use); -EBUSY the entry already
+ * has a handler; -ENOSPC no free vector (MSI without remapping: no aligned
+ * block of nvec) on that cpu, or no free remapping entry.
  */
 VTIO_API int vtio_pci_request_irq(struct vtio_host *h, const struct vtio_pci_function *fn,
                                   unsigned index, vtio_intr_handler handler, void *opaque,
                                   unsigned cpu);
 
-/* Where entry `index` is routed.  @returns 0 and *cpu, *vector; -EINVAL fn
- * not from h, MSI-X off, index out of range; -ENOENT no handler on it. */
+/* Where vector `index` is routed.  @returns 0 and *cpu, *vector; -EINVAL fn
+ * not from h, MSI-X and MSI off, index out of range; -ENOENT no handler on
+ * it. */
 VTIO_API int vtio_pci_irq_vector(struct vtio_host *h, const struct vtio_pci_function *fn,
                                  unsigned index, unsigned *cpu, unsigned *vector);
 
 /*
- * Undoes vtio_pci_request_irq(): masks the entry, then unregisters the
+ * Undoes vtio_pci_request_irq(): masks the vector, then unregisters the
  * handler (when this returns, no call of it is running; a message raised
- * meanwhile stays pending in the PBA).
- * @returns 0; -EINVAL fn not from h, MSI-X off, index out of range; -ENOENT
- * no handler on that entry.
+ * meanwhile stays pending in the PBA or the MSI pending bits).  MSI with
+ * remapping: the entry of the block is made not present again; without
+ * mask bits a raise from then on is an IR fault (remapping) or dropped.
+ * @returns 0; -EINVAL fn not from h, MSI-X and MSI off, index out of
+ * range; -ENOENT no handler on that entry.
  */
 VTIO_API int vtio_pci_free_irq(struct vtio_host *h, const struct vtio_pci_function *fn,
                                unsigned index);
+
+/*
+ * Masks (masked = true) or unmasks vector `index` at the function, for
+ * callers such as VFIO that gate a requested vector without freeing it.
+ * While masked the function keeps a raise pending (MSI-X PBA, MSI pending
+ * bits) and sends it when unmasked, so nothing is lost; raises while
+ * masked merge into one.  vtio_pci_request_irq() unmasks, free masks.
+ * @returns 0; -EINVAL fn not from h, MSI-X and MSI off, index out of
+ * range; -ENOENT no handler on it; -EOPNOTSUPP MSI without mask bits.
+ */
+VTIO_API int vtio_pci_irq_mask(struct vtio_host *h, const struct vtio_pci_function *fn,
+                               unsigned index, bool masked);
 
 /* Frees every vector still requested, then turns MSI-X off (and INTx back
  * on), like pci_free_irq_vectors().

@@ -11,10 +11,21 @@
  * Software writes descriptors, then the ring index one past the last into
  * TAIL (the doorbell).  The channel fetches descriptors in batches of up to
  * VTIO_DMAE_PREFETCH (never past TAIL or past a FENCE descriptor), executes
- * each, writes its completion record, advances HEAD, and raises its MSI-X
- * vector if asked.  A descriptor the channel cannot execute halts it with an
- * error code until software resets it; nothing outside the descriptor's
+ * each, writes its completion record, advances HEAD, and raises its
+ * interrupt if asked.  A descriptor the channel cannot execute halts it with
+ * an error code until software resets it; nothing outside the descriptor's
  * named buffers is ever written.
+ *
+ * Interrupts: the function has both an MSI-X capability (one table entry
+ * per channel, BAR2) and an MSI capability (64-bit address, per-vector
+ * mask and pending bits, Multiple Message Capable = the channel count
+ * rounded up to a power of two, VTIO_DMAE_MSI_VECTORS()).  A channel raises
+ * MSI-X vector INT_VEC when MSI-X is enabled; otherwise, when MSI is
+ * enabled, MSI vector INT_VEC & (k - 1), k the vectors software enabled
+ * (Multiple Message Enable): the PCI spec lets a function change only the
+ * low log2(k) bits of the message data, so with fewer vectors than channels
+ * channels share vectors (with k = 1 all use vector 0).  With neither
+ * enabled the interrupt is lost.
  */
 #ifndef VTIO_DEV_DMA_ENGINE_H
 #define VTIO_DEV_DMA_ENGINE_H
@@ -31,6 +42,9 @@ struct vtio_dma_engine;
 #define VTIO_DMAE_REVISION    1
 #define VTIO_DMAE_MAX_CHANNELS 8
 #define VTIO_DMAE_PREFETCH    8           /* descriptors fetched per batch */
+/* MSI vectors the function offers with `channels` channels. */
+#define VTIO_DMAE_MSI_VECTORS(channels) \
+    ((channels) <= 1 ? 1u : (channels) <= 2 ? 2u : (channels) <= 4 ? 4u : 8u)
 
 /* ---- BARs: BAR0 (64-bit) registers, BAR2 (64-bit) MSI-X table and PBA */
 #define VTIO_DMAE_BAR_REGS    0
@@ -71,7 +85,8 @@ struct vtio_dma_engine;
 #define  VTIO_DMAE_STATUS_BUSY 0x10   /* a descriptor is executing */
 #define VTIO_DMAE_ERROR       0x1c    /* RO32: error code of the halt */
 #define VTIO_DMAE_ERR_INDEX   0x20    /* RO32: ring index of the failed descriptor */
-#define VTIO_DMAE_INT_VEC     0x24    /* RW32: MSI-X vector (reset: channel no.) */
+#define VTIO_DMAE_INT_VEC     0x24    /* RW32: MSI-X vector (reset: channel no.);
+                                         MSI: INT_VEC & (enabled vectors - 1) */
 #define VTIO_DMAE_COMPLETED   0x28    /* RO64: descriptors completed since reset */
 #define VTIO_DMAE_BYTES       0x30    /* RO64: bytes moved since reset */
 #define VTIO_DMAE_ERR_ADDR    0x38    /* RO64: the address that faulted */

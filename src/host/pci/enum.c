@@ -163,6 +163,13 @@ static void read_caps(struct vtio_pci_function *f)
             f->cap_msix = p;
         p = next;
     }
+    if (f->cap_msi) {
+        uint16_t flags = vtio_pci_cfg_read16(f, f->cap_msi + VTIO_PCI_MSI_FLAGS);
+        unsigned mmc = (flags & VTIO_PCI_MSI_FLAGS_QMASK) >> 1;
+        f->msi_vectors = 1u << (mmc <= 5 ? mmc : 0);    /* 6, 7 are reserved */
+        f->msi_64bit = flags & VTIO_PCI_MSI_FLAGS_64BIT;
+        f->msi_maskable = flags & VTIO_PCI_MSI_FLAGS_MASKBIT;
+    }
     if (f->cap_msix) {
         uint16_t flags = vtio_pci_cfg_read16(f, f->cap_msix + VTIO_PCI_MSIX_FLAGS);
         uint32_t t = vtio_pci_cfg_read32(f, f->cap_msix + VTIO_PCI_MSIX_TABLE);
@@ -437,7 +444,7 @@ void vtio_pci_enum_destroy(struct vtio_pci_enum *e)
     for (unsigned i = 0; i < e->n; i++) {
         const struct vtio_pci_function *f = &e->fns[i];
         pthread_mutex_lock(&f->priv->lock);
-        vtio_pci_msix_teardown_locked(f);
+        vtio_pci_irqs_teardown_locked(f);
         uint16_t cmd = vtio_pci_cfg_read16(f, VTIO_PCI_COMMAND);
         if (cmd & VTIO_PCI_COMMAND_MASTER)
             vtio_pci_cfg_write16(f, VTIO_PCI_COMMAND, cmd & ~VTIO_PCI_COMMAND_MASTER);

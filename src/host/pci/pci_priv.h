@@ -1,9 +1,10 @@
 /*
- * Private state shared by the PCI enumeration (enum.c) and its MSI-X
+ * Private state shared by the PCI enumeration (enum.c) and its MSI-X/MSI
  * interrupt code (irq.c).  Not part of the public API.
  *
  * Each function found gets a vtio_pci_fn_priv: its lock serialises
- * read-modify-write of COMMAND and all MSI-X state changes of that function;
+ * read-modify-write of COMMAND and all MSI-X/MSI state changes of that
+ * function;
  * `owner` identifies the enumeration it came from, so calls given a
  * function of another host are refused.
  */
@@ -18,24 +19,37 @@
 
 struct vtio_irq_remap;
 
+/* One vector (MSI-X entry or MSI vector number) of a function. */
 struct vtio_pci_irq {
-    bool used;
+    bool used;                       /* a handler is requested */
     unsigned cpu, vector;
-    /* With interrupt remapping: the hook that made the entry's message and
-     * its handle, given back after the entry is masked.  NULL: the message
-     * is in compatibility format. */
+    /* MSI-X with interrupt remapping: the hook that made the entry's
+     * message and its handle, given back after the entry is masked.  NULL:
+     * the message is in compatibility format. */
     struct vtio_irq_remap *remap;
     int remap_handle;
+    /* MSI without remapping: the vector reserved at enable calls `handler`
+     * through irq.c's dispatcher while `armed`; `running` counts the
+     * dispatcher calls in progress (see irq.c). */
+    vtio_intr_handler handler;
+    void *opaque;
+    atomic_bool armed;
+    atomic_uint running;
 };
 
 struct vtio_pci_fn_priv {
     pthread_mutex_t lock;
     struct vtio_pci_enum *owner;
-    /* MSI-X, under lock */
-    bool msix_on;
+    /* MSI-X or MSI, under lock */
+    enum vtio_pci_irq_type type;
     unsigned nvec;
     struct vtio_pci_irq *irq;        /* nvec entries */
     struct vtio_intr *intr;          /* the sink the vectors came from */
+    /* MSI: the block its one message names.  With remapping, msi_remap's
+     * block of nvec entries; without, CPU vectors msi_base.. on msi_cpu. */
+    struct vtio_irq_remap *msi_remap;
+    int msi_remap_handle;
+    unsigned msi_cpu, msi_base;
 };
 
 struct vtio_pci_enum {
@@ -46,8 +60,8 @@ struct vtio_pci_enum {
     atomic_uint next_cpu;            /* round-robin for VTIO_PCI_IRQ_ANY_CPU */
 };
 
-/* Frees the function's vectors and turns MSI-X off if it is on (irq.c).
- * Called with the function's lock held. */
-void vtio_pci_msix_teardown_locked(const struct vtio_pci_function *fn);
+/* Frees the function's vectors and turns MSI-X or MSI off, whichever is
+ * on (irq.c).  Called with the function's lock held. */
+void vtio_pci_irqs_teardown_locked(const struct vtio_pci_function *fn);
 
 #endif

@@ -3,7 +3,8 @@
  *
  * The engine is one PCI function: BAR0 holds the registers (page 0 global,
  * page n + 1 channel n), BAR2 the MSI-X table and PBA, which the bus
- * emulates.  This file decodes register accesses on the CPU's thread and
+ * emulates, as it does the MSI capability the engine also offers (for
+ * software that uses MSI; MSI-X wins when both are enabled).  This file decodes register accesses on the CPU's thread and
  * turns them into channel state changes; dma_engine_chan.c runs the
  * channels.  The protocol between the two (sessions, epochs, the busy flag,
  * the kick counter) is described in dma_engine_internal.h.
@@ -401,6 +402,7 @@ int vtio_dma_engine_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devf
     memset(chs, 0, chsize);
     eng->ch = chs;
     eng->nchan = nchan;
+    eng->msi_vectors = VTIO_DMAE_MSI_VECTORS(nchan);
     for (unsigned i = 0; i < nchan; i++) {
         struct dmae_chan *ch = &chs[i];
         ch->eng = eng;
@@ -438,6 +440,7 @@ int vtio_dma_engine_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devf
         .bar[VTIO_DMAE_BAR_REGS] = { .size = VTIO_DMAE_REGS_SIZE, .is_64bit = true,
                                      .ops = &regs_ops, .opaque = eng },
         .bar[VTIO_DMAE_BAR_MSIX] = { .size = VTIO_DMAE_MSIX_SIZE, .is_64bit = true },
+        .msi_vectors = eng->msi_vectors,
         .msix_vectors = nchan,
         .msix_bar = VTIO_DMAE_BAR_MSIX,
         .msix_table_offset = VTIO_DMAE_MSIX_TABLE,

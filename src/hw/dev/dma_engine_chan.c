@@ -27,6 +27,7 @@
 #include <vtio/dma_port.h>
 #include <vtio/intr.h>
 
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,10 +62,18 @@ static uint64_t now_ns(void)
 
 void vtio_dmae_chan_interrupt(struct dmae_chan *ch)
 {
-    if (atomic_load(&ch->ctrl) & VTIO_DMAE_CTRL_IE)
-        vtio_pci_msix_notify(ch->eng->pci, atomic_load(&ch->int_vec));
-    /* An error (vector out of range, MSI-X disabled, BME clear) means the
-     * message is lost, as on hardware. */
+    if (!(atomic_load(&ch->ctrl) & VTIO_DMAE_CTRL_IE))
+        return;
+    struct vtio_dma_engine *eng = ch->eng;
+    uint32_t vec = atomic_load(&ch->int_vec);
+    /* MSI-X disabled (-ENODEV): MSI, whose vector number must be below
+     * what software enabled; the bus folds it further to Multiple Message
+     * Enable (INT_VEC & (enabled - 1)), this fold keeps it below what the
+     * capability offers. */
+    if (vtio_pci_msix_notify(eng->pci, vec) == -ENODEV)
+        vtio_pci_msi_notify(eng->pci, vec & (eng->msi_vectors - 1));
+    /* Any other error (vector out of range, MSI disabled too, BME clear)
+     * means the message is lost, as on hardware. */
 }
 
 void vtio_dmae_set_halt_locked(struct dmae_chan *ch, uint32_t err, uint32_t index,

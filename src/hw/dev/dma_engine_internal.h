@@ -103,13 +103,15 @@ struct vtio_dma_engine {
     struct vtio_pci_dev *pci;
     struct vtio_dma_port *port;
     unsigned nchan;
+    unsigned msi_vectors;            /* MSI capable: nchan rounded up to 2^k */
     struct dmae_chan *ch;            /* nchan entries, cache-line aligned */
 };
 
 /* dma_engine_chan.c */
 /* The channel thread. */
 void *vtio_dmae_chan_main(void *arg);
-/* Raises the channel's MSI-X vector if CTRL.IE is set.  No lock held. */
+/* Raises the channel's interrupt if CTRL.IE is set: its MSI-X vector, or
+ * with MSI-X off its MSI vector (vtio/dev/dma_engine.h).  No lock held. */
 void vtio_dmae_chan_interrupt(struct dmae_chan *ch);
 /* Records a halt: ERROR, ERR_INDEX, ERR_ADDR, then STATE = HALTED (so GSTS
  * shows it).  ch->lock held. */

@@ -19,8 +19,18 @@
  * vector, SVT = 01 with SQ = 0 and SID = rid, so that only this requester
  * may use it), invalidates that index in the IEC and returns the
  * remappable-format message (SHV clear: the handle alone names the entry).
- * free clears the entry, invalidates it and gives the index back.  Handles
- * are unit seq << 16 | index.
+ * free clears the entry, invalidates it and gives the index back.
+ *
+ * Blocks, for multiple-message MSI (alloc_block): n = 2^k entries taken
+ * together, aligned to n (so a block never straddles a bitmap word), their
+ * high qwords written with the SID check at once and their low qwords left
+ * not present; the message names the first entry with SHV set and data 0,
+ * and the unit adds the data the function sends (its vector number) as the
+ * subhandle.  set_entry fills the low qword of one entry (the SID stays in
+ * the table, where the entry's owner is recorded anyway), clear_entry
+ * empties it again, free releases the whole block.  A single entry is a
+ * block of one that alloc fills at once.  Handles are
+ * k << 24 | unit seq << 16 | index of the first entry.
  *
  * Entry writes: the high qword (SID) first and the low one (P) last on
  * allocation, P first on free, each with a release store, so the unit never
@@ -54,6 +64,8 @@
 #define IRT_ORDER      8u                         /* 1 MiB = 2^8 pages */
 #define IRT_MAP_WORDS  (IRT_ENTRIES / 64)
 #define HANDLE_UNIT_SHIFT 16
+#define HANDLE_ORDER_SHIFT 24
+#define BLOCK_MAX_ORDER 5u                        /* 32 entries: MSI's limit */
 
 /* One unit's remapping state. */
 struct intel_ir {
@@ -114,17 +126,22 @@ static struct intel_ir *ir_for_rid(struct intel_ir_hook *k, uint16_t rid)
  * Index allocation.  Hook lock held.
  */
 
-static int index_take(struct intel_ir *ir)
+/* n free entries (a power of two up to 32) aligned to n; the first's index. */
+static int index_take(struct intel_ir *ir, unsigned n)
 {
-    for (unsigned n = 0; n < IRT_MAP_WORDS; n++) {
-        unsigned w = (ir->next / 64 + n) % IRT_MAP_WORDS;
+    uint64_t run = (1ull << n) - 1;
+    for (unsigned k = 0; k < IRT_MAP_WORDS; k++) {
+        unsigned w = (ir->next / 64 + k) % IRT_MAP_WORDS;
         if (ir->used[w] == ~0ull)
             continue;
-        unsigned bit = (unsigned)__builtin_ctzll(~ir->used[w]);
-        ir->used[w] |= 1ull << bit;
-        ir->n_used++;
-        ir->next = (w * 64 + bit + 1) % IRT_ENTRIES;
-        return (int)(w * 64 + bit);
+        for (unsigned bit = 0; bit < 64; bit += n) {
+            if (ir->used[w] & run << bit)
+                continue;
+            ir->used[w] |= run << bit;
+            ir->n_used += n;
+            ir->next = (w * 64 + bit + n) % IRT_ENTRIES;
+            return (int)(w * 64 + bit);
+        }
     }
     return -ENOSPC;
 }
@@ -134,10 +151,10 @@ static bool index_held(const struct intel_ir *ir, unsigned index)
     return index < IRT_ENTRIES && (ir->used[index / 64] >> (index % 64) & 1);
 }
 
-static void index_put(struct intel_ir *ir, unsigned index)
+static void index_put(struct intel_ir *ir, unsigned index, unsigned n)
 {
-    ir->used[index / 64] &= ~(1ull << (index % 64));
-    ir->n_used--;
+    ir->used[index / 64] &= ~(((1ull << n) - 1) << (index % 64));
+    ir->n_used -= n;
 }
 
 /* ------------------------------------------------------------------------
@@ -180,67 +197,150 @@ static struct intel_ir_hook *hook_get(struct vtio_host *h)
  * Entries.
  */
 
-static void irte_write(struct intel_ir *ir, unsigned index, uint16_t rid, unsigned cpu,
-                       unsigned vector)
+/* The high qword: only requests from rid (SVT = 01, SQ = 0) may use it. */
+static void irte_claim(struct intel_ir *ir, unsigned index, uint16_t rid)
+{
+    intel_store_entry(&ir->table[2 * index + 1],
+                      rid | (uint64_t)VTD_IRTE_SVT_SID << VTD_IRTE_SVT_SHIFT);
+}
+
+/* The low qword of an entry already claimed, then the IEC invalidation. */
+static void irte_target(struct intel_ir *ir, unsigned index, unsigned cpu, unsigned vector)
 {
     uint64_t lo = VTD_IRTE_P | (uint64_t)vector << VTD_IRTE_V_SHIFT |
                   (uint64_t)(cpu & 0xff) << (VTD_IRTE_DST_SHIFT + 8);
-    uint64_t hi = rid | (uint64_t)VTD_IRTE_SVT_SID << VTD_IRTE_SVT_SHIFT;
-    intel_store_entry(&ir->table[2 * index + 1], hi);
     intel_store_entry(&ir->table[2 * index], lo);
     intel_flush_iec(ir->unit, false, index, 1);
 }
 
-static void irte_clear(struct intel_ir *ir, unsigned index)
+/* Not present (P first), invalidated; `unclaim` also drops the SID. */
+static void irte_clear(struct intel_ir *ir, unsigned index, unsigned n, bool unclaim)
 {
-    intel_store_entry(&ir->table[2 * index], 0);
-    intel_store_entry(&ir->table[2 * index + 1], 0);
-    intel_flush_iec(ir->unit, false, index, 1);
+    for (unsigned i = index; i < index + n; i++) {
+        intel_store_entry(&ir->table[2 * i], 0);
+        if (unclaim)
+            intel_store_entry(&ir->table[2 * i + 1], 0);
+    }
+    intel_flush_iec(ir->unit, false, index, n);
+}
+
+static int check_target(unsigned cpu, unsigned vector)
+{
+    if (cpu > 0xff || vector < VTIO_INTR_FIRST_VECTOR || vector >= VTIO_INTR_VECTORS)
+        return vtio_fail(-EINVAL, "irq remap: cpu %u / vector %u cannot be remapped", cpu,
+                         vector);
+    return 0;
+}
+
+/* A block of 2^order claimed entries for rid, none present; its handle and
+ * the message that selects it.  Hook lock held. */
+static int block_take_locked(struct intel_ir_hook *k, uint16_t rid, unsigned order,
+                             struct intel_ir **out, uint64_t *addr, uint32_t *data)
+{
+    struct intel_ir *ir = ir_for_rid(k, rid);
+    if (!ir)
+        return vtio_fail(-ENODEV, "irq remap: no unit remaps interrupts of %02x:%02x.%u",
+                         rid >> 8, (rid >> 3) & 0x1f, rid & 7);
+    unsigned n = 1u << order;
+    int rc = index_take(ir, n);
+    if (rc < 0)
+        return vtio_fail(-ENOSPC, "irq remap: %s: no %u free consecutive remapping entries",
+                         ir->unit->name, n);
+    unsigned index = (unsigned)rc;
+    for (unsigned i = index; i < index + n; i++)
+        irte_claim(ir, i, rid);
+    k->refs++;
+    *out = ir;
+    *addr = VTIO_MSI_WINDOW_BASE | VTD_MSI_MAKE_HANDLE(index) | VTD_MSI_IF |
+            (n > 1 ? VTD_MSI_SHV : 0);
+    *data = 0;
+    return (int)(order << HANDLE_ORDER_SHIFT | ir->seq << HANDLE_UNIT_SHIFT | index);
+}
+
+/* The block a handle names, if it is held: its unit's state, first index
+ * and size.  Hook lock held. */
+static struct intel_ir *block_of_locked(struct intel_ir_hook *k, int handle,
+                                        unsigned *index, unsigned *n)
+{
+    unsigned order = (unsigned)handle >> HANDLE_ORDER_SHIFT;
+    unsigned seq = ((unsigned)handle >> HANDLE_UNIT_SHIFT) & 0xff;
+    *index = (unsigned)handle & (IRT_ENTRIES - 1);
+    if (handle < 0 || order > BLOCK_MAX_ORDER || seq >= VTIO_DMAR_MAX_DRHD)
+        return NULL;
+    *n = 1u << order;
+    struct intel_ir *ir = k->ir[seq];
+    return ir && *index % *n == 0 && index_held(ir, *index) ? ir : NULL;
 }
 
 static int ir_alloc(void *ctx, uint16_t rid, unsigned cpu, unsigned vector, uint64_t *addr,
                     uint32_t *data)
 {
     struct intel_ir_hook *k = ctx;
-    if (cpu > 0xff || vector < VTIO_INTR_FIRST_VECTOR || vector >= VTIO_INTR_VECTORS ||
-        !addr || !data)
-        return vtio_fail(-EINVAL, "irq remap: cpu %u / vector %u cannot be remapped", cpu,
-                         vector);
+    int rc = check_target(cpu, vector);
+    if (rc < 0 || !addr || !data)
+        return rc < 0 ? rc : vtio_fail(-EINVAL, "irq remap: no message to fill");
     pthread_mutex_lock(&k->lock);
-    int rc;
-    struct intel_ir *ir = ir_for_rid(k, rid);
-    if (!ir) {
-        rc = vtio_fail(-ENODEV, "irq remap: no unit remaps interrupts of %02x:%02x.%u",
-                       rid >> 8, (rid >> 3) & 0x1f, rid & 7);
-    } else if ((rc = index_take(ir)) < 0) {
-        rc = vtio_fail(-ENOSPC, "irq remap: %s: interrupt remapping table full",
-                       ir->unit->name);
-    } else {
-        unsigned index = (unsigned)rc;
-        irte_write(ir, index, rid, cpu, vector);
-        k->refs++;
-        *addr = VTIO_MSI_WINDOW_BASE | VTD_MSI_MAKE_HANDLE(index) | VTD_MSI_IF;
-        *data = 0;
-        rc = (int)(ir->seq << HANDLE_UNIT_SHIFT | index);
-    }
+    struct intel_ir *ir;
+    rc = block_take_locked(k, rid, 0, &ir, addr, data);
+    if (rc >= 0)
+        irte_target(ir, (unsigned)rc & (IRT_ENTRIES - 1), cpu, vector);
     pthread_mutex_unlock(&k->lock);
     return rc;
+}
+
+static int ir_alloc_block(void *ctx, uint16_t rid, unsigned n, uint64_t *addr,
+                          uint32_t *data)
+{
+    struct intel_ir_hook *k = ctx;
+    if (n == 0 || (n & (n - 1)) || n > 1u << BLOCK_MAX_ORDER || !addr || !data)
+        return vtio_fail(-EINVAL, "irq remap: a block of %u entries (a power of two, "
+                         "at most %u)", n, 1u << BLOCK_MAX_ORDER);
+    pthread_mutex_lock(&k->lock);
+    struct intel_ir *ir;
+    int rc = block_take_locked(k, rid, (unsigned)__builtin_ctz(n), &ir, addr, data);
+    pthread_mutex_unlock(&k->lock);
+    return rc;
+}
+
+static int ir_set_entry(void *ctx, int handle, unsigned i, unsigned cpu, unsigned vector)
+{
+    struct intel_ir_hook *k = ctx;
+    int rc = check_target(cpu, vector);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&k->lock);
+    unsigned index, n;
+    struct intel_ir *ir = block_of_locked(k, handle, &index, &n);
+    if (!ir || !ir->unit || i >= n)
+        rc = vtio_fail(-EINVAL, "irq remap: no entry %u in block %#x", i, (unsigned)handle);
+    else
+        irte_target(ir, index + i, cpu, vector);
+    pthread_mutex_unlock(&k->lock);
+    return rc;
+}
+
+static void ir_clear_entry(void *ctx, int handle, unsigned i)
+{
+    struct intel_ir_hook *k = ctx;
+    pthread_mutex_lock(&k->lock);
+    unsigned index, n;
+    struct intel_ir *ir = block_of_locked(k, handle, &index, &n);
+    if (ir && ir->unit && i < n)
+        irte_clear(ir, index + i, 1, false);
+    pthread_mutex_unlock(&k->lock);
 }
 
 static void ir_free(void *ctx, int handle)
 {
     struct intel_ir_hook *k = ctx;
-    unsigned seq = (unsigned)handle >> HANDLE_UNIT_SHIFT;
-    unsigned index = (unsigned)handle & (IRT_ENTRIES - 1);
-    if (handle < 0 || seq >= VTIO_DMAR_MAX_DRHD)
-        return;
     pthread_mutex_lock(&k->lock);
-    struct intel_ir *ir = k->ir[seq];
+    unsigned index, n;
+    struct intel_ir *ir = block_of_locked(k, handle, &index, &n);
     bool last = false;
-    if (ir && index_held(ir, index)) {
+    if (ir) {
         if (ir->unit)
-            irte_clear(ir, index);
-        index_put(ir, index);
+            irte_clear(ir, index, n, true);
+        index_put(ir, index, n);
         last = hook_put_locked(k, ir);
     }
     pthread_mutex_unlock(&k->lock);
@@ -251,6 +351,9 @@ static void ir_free(void *ctx, int handle)
 static const struct vtio_irq_remap_ops ir_ops = {
     .alloc = ir_alloc,
     .free = ir_free,
+    .alloc_block = ir_alloc_block,
+    .set_entry = ir_set_entry,
+    .clear_entry = ir_clear_entry,
 };
 
 /* ------------------------------------------------------------------------

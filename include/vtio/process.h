@@ -26,8 +26,8 @@
  * unmaps and unpins what they held), then frees its memory: a program's
  * exit.
  *
- * Threads: every call is thread-safe (one lock per process for its address
- * space and file table; a page's pin count is an atomic).  Memory returned
+ * Threads: every call is thread-safe (a lock per process for its address
+ * space and pin counts, another for its file table).  Memory returned
  * by mmap may be used from any thread.  destroy must not race with other
  * calls on the same process.
  */

@@ -13,7 +13,9 @@
  *     remapping, fault reporting), puts every device in an IOMMU group with
  *     a default domain, and turns translation on (include/vtio/iommu.h);
  *  4. sets up the DMA mapping layer: the bounce-buffer pool (swiotlb), the
- *     flush-queue timer and, if asked, DMA-API debugging (include/vtio/dma.h).
+ *     flush-queue timer and, if asked, DMA-API debugging (include/vtio/dma.h);
+ *  5. with an IOMMU, VFIO (include/vtio/vfio.h), so that processes
+ *     (include/vtio/process.h) can drive devices from userspace.
  * Drivers then find their functions, bind to their devices, enable bus
  * mastering and MSI-X (remapped, when interrupt remapping is on) and map
  * memory for DMA through the DMA API.
@@ -100,8 +102,9 @@ VTIO_API int vtio_host_boot(struct vtio_machine *m, struct vtio_host **out);
 /* The same with options (NULL = defaults); -EINVAL bad options. */
 VTIO_API int vtio_host_boot_opts(struct vtio_machine *m, const struct vtio_host_options *o,
                                  struct vtio_host **out);
-/* Undoes boot in reverse: DMA layer, IOMMU (translation and remapping off,
- * tables freed), devices, PCI, allocator.  Drivers must be removed first. */
+/* Undoes boot in reverse: VFIO, DMA layer, IOMMU (translation and
+ * remapping off, tables freed), devices, PCI, allocator.  Drivers must be
+ * removed and processes destroyed first. */
 VTIO_API void vtio_host_shutdown(struct vtio_host *h);
 
 /*

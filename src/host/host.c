@@ -38,6 +38,7 @@
 #include "host/iommu/intel/intel_iommu.h"
 #include "host/iommu/iommu_priv.h"
 #include "host/mm/direct_map.h"
+#include "host/vfio/vfio_priv.h"
 #include "util/error.h"
 
 #define LOW_RESERVED     (1ull << 20)
@@ -82,6 +83,7 @@ static void check_untrusted(struct vtio_host *h)
 /* Undoes boot (all of it, or as far as it got). */
 static void teardown(struct vtio_host *h, bool dma_up)
 {
+    vtio_vfio_exit(h);
     vtio_pci_enum_destroy(h->pci);
     h->pci = NULL;
     for (unsigned i = 0; i < h->n_devices; i++)
@@ -152,6 +154,8 @@ int vtio_host_boot_opts(struct vtio_machine *m, const struct vtio_host_options *
     }
     if (rc == 0)
         rc = boot_iommu(h);
+    if (rc == 0 && h->iommu)
+        rc = vtio_vfio_init(h);
     if (rc < 0) {
         teardown(h, dma_up);
         return rc;

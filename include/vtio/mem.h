@@ -19,7 +19,8 @@
  *
  * Ordering: naturally aligned RAM accesses of 1, 2, 4 and 8 bytes are single
  * copy atomic, reads with acquire and writes with release semantics (x86's
- * TSO gives this for free).  So a device that writes data and then an aligned
+ * TSO gives this for free); a 16-byte access aligned to 8 (a 128-bit table
+ * entry) is two such 8-byte accesses, low half first.  So a device that writes data and then an aligned
  * status word, and a CPU that sees the status word, also sees the data; the
  * same holds for a descriptor written by the CPU before a doorbell.
  *

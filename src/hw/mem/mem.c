@@ -74,9 +74,22 @@ static bool small_aligned(const void *p, size_t len)
            ((uintptr_t)p & (len - 1)) == 0;
 }
 
+/* A 16-byte entry (context, IRTE, invalidation descriptor) aligned to 8:
+ * two single-copy-atomic 8-byte halves, low half first, as a unit reads a
+ * 128-bit entry that software updates a half at a time. */
+static bool entry_aligned(const void *p, size_t len)
+{
+    return len == 16 && ((uintptr_t)p & 7) == 0;
+}
+
 /* Copies from machine RAM at src into buf. */
 void vtio_ram_load(void *buf, const void *src, size_t len)
 {
+    if (entry_aligned(src, len)) {
+        vtio_ram_load(buf, src, 8);
+        vtio_ram_load((uint8_t *)buf + 8, (const uint8_t *)src + 8, 8);
+        return;
+    }
     if (!small_aligned(src, len)) {
         memcpy(buf, src, len);
         return;
@@ -92,6 +105,11 @@ void vtio_ram_load(void *buf, const void *src, size_t len)
 /* Copies buf into machine RAM at dst. */
 void vtio_ram_store(void *dst, const void *buf, size_t len)
 {
+    if (entry_aligned(dst, len)) {
+        vtio_ram_store(dst, buf, 8);
+        vtio_ram_store((uint8_t *)dst + 8, (const uint8_t *)buf + 8, 8);
+        return;
+    }
     if (!small_aligned(dst, len)) {
         memcpy(dst, buf, len);
         return;

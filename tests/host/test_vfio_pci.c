@@ -8,6 +8,8 @@
 #include "test_dma_fixture.h"
 
 #include <vtio/dev/dma_engine.h>
+#include <vtio/iommu.h>
+#include <vtio/process.h>
 #include <vtio/vfio.h>
 
 #include <dirent.h>
@@ -727,6 +729,59 @@ static void t_set_irqs_errors(void)
     down(&t);
 }
 
+static void nop_handler(void *opaque, unsigned cpu, unsigned vector)
+{
+    (void)opaque;
+    (void)cpu;
+    (void)vector;
+}
+
+/* Takes every free CPU vector (recorded in taken[*n...]). */
+static void take_all_vectors(struct vtio_intr *intr, unsigned (*taken)[2], unsigned *n)
+{
+    for (unsigned cpu = 0; cpu < vtio_intr_ncpus(intr); cpu++)
+        for (int v; (v = vtio_intr_alloc_vector(intr, cpu, nop_handler, NULL)) >= 0; (*n)++) {
+            taken[*n][0] = cpu;
+            taken[*n][1] = (unsigned)v;
+        }
+}
+
+static void t_set_irqs_no_vectors_left(void)
+{
+    struct t t;
+    up(&t);
+    int a = new_eventfd(), b = new_eventfd();
+    int32_t fds[3] = { a, -1, -1 };
+    CHECK_OK(set_eventfds(&t, VFIO_PCI_MSIX_IRQ_INDEX, 0, 3, fds));
+    /* every CPU vector taken: the host cannot route a new vector */
+    struct vtio_intr *intr = t.r.h->intr;
+    static unsigned taken[64 * 256][2];
+    unsigned n = 0;
+    take_all_vectors(intr, taken, &n);
+    unsigned fds_before = count_fds();
+    /* vector 0 would change eventfd, vectors 1 and 2 would be new: nothing
+     * happens, vector 0 keeps its eventfd */
+    int32_t more[3] = { b, a, b };
+    CHECK_ERR(set_eventfds(&t, VFIO_PCI_MSIX_IRQ_INDEX, 0, 3, more), -ENOSPC);
+    CHECK_EQ(count_fds(), fds_before);
+    CHECK_OK(set_none(&t, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSIX_IRQ_INDEX, 0, 3));
+    CHECK_EQ(ev_take(a), 1);
+    CHECK_EQ(ev_take(b), 0);
+    unsigned cpu, vec;
+    CHECK_ERR(vtio_pci_irq_vector(t.r.h, t.fn, 1, &cpu, &vec), -ENOENT);
+    /* nor can a disabled index be enabled */
+    CHECK_OK(set_none(&t, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSIX_IRQ_INDEX, 0, 0));
+    take_all_vectors(intr, taken, &n);
+    CHECK_ERR(set_eventfds(&t, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, fds), -ENOSPC);
+    CHECK(!(vtio_pci_cfg_read16(t.fn, t.fn->cap_msix + 2) & VTIO_PCI_MSIX_FLAGS_ENABLE));
+    while (n--)
+        CHECK_OK(vtio_intr_unregister(intr, taken[n][0], taken[n][1]));
+    CHECK_OK(set_eventfds(&t, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, fds));
+    close(a);
+    close(b);
+    down(&t);
+}
+
 /* Waits (bounded) for MSI vector 0's pending bit (read through config). */
 static bool msi_pending0(struct t *t)
 {
@@ -867,6 +922,71 @@ static void t_disable_cleans_up(void)
     down(&t);
 }
 
+/* ---- through the public API, as a userspace driver (vfio.h) */
+
+static void t_public_api(void)
+{
+    struct rig r;
+    rig_up(&r, RIG_LAZY, 256 * VTIO_MiB, NULL);
+    struct vtio_process *p;
+    CHECK_OK(vtio_process_create(r.h, "udrv", &p));
+    CHECK_OK(vtio_vfio_bind(r.dev));
+    char path[32];
+    snprintf(path, sizeof(path), "/dev/vfio/%u", vtio_iommu_group_id(vtio_iommu_group_get(r.dev)));
+    int container = vtio_vfio_open(p, "/dev/vfio/vfio"), group = vtio_vfio_open(p, path);
+    CHECK_OK(container);
+    CHECK_OK(group);
+    CHECK_OK(vtio_vfio_ioctl(p, group, VFIO_GROUP_SET_CONTAINER, &container));
+    CHECK_OK(vtio_vfio_ioctl(p, container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU));
+    int dev = (int)vtio_vfio_ioctl(p, group, VFIO_GROUP_GET_DEVICE_FD, vtio_device_name(r.dev));
+    CHECK_OK(dev);
+    struct vfio_device_info info = { .argsz = sizeof(info) };
+    CHECK_OK(vtio_vfio_ioctl(p, dev, VFIO_DEVICE_GET_INFO, &info));
+    CHECK_EQ(info.num_regions, VFIO_PCI_NUM_REGIONS);
+    uint32_t id = 0;
+    CHECK_EQ(vtio_vfio_pread(p, dev, &id, 4, BAR(0, VTIO_DMAE_ID)), 4);
+    CHECK_EQ(id, (uint32_t)VTIO_DMAE_VENDOR_ID << 16 | VTIO_DMAE_DEVICE_ID);
+    struct vtio_mmio regs;
+    CHECK_OK(vtio_vfio_mmap(p, dev, BAR(0, 0), VTIO_DMAE_REGS_SIZE, 3, &regs));
+    /* DMA memory at IOVA 1 MiB, through the container */
+    uint8_t *mem;
+    CHECK_OK(vtio_process_mmap(p, VTIO_PAGE_SIZE, 0, (void **)&mem));
+    struct vfio_iommu_type1_dma_map map = {
+        .argsz = sizeof(map), .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        .vaddr = (uint64_t)(uintptr_t)mem, .iova = 1 << 20, .size = VTIO_PAGE_SIZE,
+    };
+    CHECK_OK(vtio_vfio_ioctl(p, container, VFIO_IOMMU_MAP_DMA, &map));
+    unsigned fds_before = count_fds();
+    int efd = new_eventfd();
+    struct {
+        struct vfio_irq_set s;
+        int32_t fd;
+    } irq = { { .argsz = sizeof(irq), .index = VFIO_PCI_MSIX_IRQ_INDEX, .count = 1,
+                .flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER }, efd };
+    CHECK_OK(vtio_vfio_ioctl(p, dev, VFIO_DEVICE_SET_IRQS, &irq));
+    uint16_t cmd = 0;
+    CHECK_EQ(vtio_vfio_pread(p, dev, &cmd, 2, CFG(VTIO_PCI_COMMAND)), 2);
+    cmd |= VTIO_PCI_COMMAND_MASTER;
+    CHECK_EQ(vtio_vfio_pwrite(p, dev, &cmd, 2, CFG(VTIO_PCI_COMMAND)), 2);
+    struct eng e = { .regs = regs, .mem = mem, .dma = 1 << 20 };
+    eng_copy(&e);
+    CHECK_EQ(eng_wait(&e), VTIO_DMAE_STATUS_SUCCESS);
+    CHECK_MEM_EQ(mem + ENG_DST, mem + ENG_SRC, ENG_LEN);
+    CHECK_EQ(ev_wait(efd), 1);
+    /* the last close (the mapping holds the file too) cleans up */
+    CHECK_OK(vtio_vfio_munmap(p, &regs));
+    CHECK_OK(vtio_vfio_close(p, dev));
+    close(efd);
+    CHECK_EQ(count_fds(), fds_before);
+    CHECK(!(vtio_pci_cfg_read16(vtio_device_pci(r.dev), VTIO_PCI_COMMAND) &
+            VTIO_PCI_COMMAND_MASTER));
+    CHECK_OK(vtio_vfio_close(p, group));
+    CHECK_OK(vtio_vfio_close(p, container));
+    vtio_process_destroy(p);
+    CHECK_OK(vtio_vfio_unbind(r.dev));
+    rig_down(&r);
+}
+
 static const struct vtio_test tests[] = {
     { "device_info", "GET_INFO reports PCI|RESET, 9 regions, 5 irq indexes, honours argsz",
       t_device_info },
@@ -899,10 +1019,15 @@ static const struct vtio_test tests[] = {
       "tear down and close the dups", t_loopback_and_teardown },
     { "set_irqs_errors", "SET_IRQS validates header, data, descriptors (-EBADF, -EINVAL) and a "
       "failed call changes nothing", t_set_irqs_errors },
+    { "set_irqs_no_vectors_left", "a SET_IRQS the host cannot route (-ENOSPC) changes "
+      "nothing: eventfds, vectors and the index stay as they were", t_set_irqs_no_vectors_left },
     { "msi", "MSI: the engine's interrupt on the eventfd, mask/unmask via pending bits, "
       "exclusive with MSI-X, virtual control word and message", t_msi },
     { "reset", "RESET and config FLR reset the engine and keep BARs, bus mastering, virtual "
       "config and interrupts", t_reset },
+    { "public_api", "through vtio_vfio_*: a device file of a container with type1 copies "
+      "into the program's mapped memory with an eventfd interrupt; close cleans up",
+      t_public_api },
     { "disable_cleans_up", "the last close frees irqs, closes the dups, stops DMA, puts the "
       "BARs back; a new open starts clean", t_disable_cleans_up },
 };

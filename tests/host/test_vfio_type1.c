@@ -54,17 +54,22 @@ static void detach(struct t1 *t, struct vtio_iommu_group *g)
         t->g2_in = false;
 }
 
-/* Up without attaching anything. */
-static void up_empty(struct t1 *t, unsigned long type)
+/* Up in `mode` (the groups' default domains) without attaching anything. */
+static void up_mode(struct t1 *t, enum rig_mode mode, unsigned long type)
 {
     memset(t, 0, sizeof(*t));
-    rig_up(&t->r, RIG_STRICT, RAM, NULL);
+    rig_up(&t->r, mode, RAM, NULL);
     CHECK_OK(vtio_process_create(t->r.h, "type1", &t->p));
     t->g = vtio_iommu_group_get(t->r.dev);
     t->g2 = vtio_iommu_group_get(t->r.dev2);
     claim(t, t->g);
     claim(t, t->g2);
     CHECK_OK(ops->open(t->r.h, t->p, type, &t->c));
+}
+
+static void up_empty(struct t1 *t, unsigned long type)
+{
+    up_mode(t, RIG_STRICT, type);
 }
 
 static void up(struct t1 *t, unsigned long type)
@@ -317,26 +322,30 @@ static void t_map_errors(void)
 
 static void t_map_reaches_memory(void)
 {
-    struct t1 t;
-    up(&t, VFIO_TYPE1v2_IOMMU);
-    uint8_t *va = mem(&t, 64 * VTIO_KiB, 0);
-    CHECK_OK(map(&t, va, IOVA, 64 * VTIO_KiB, RW));
+    /* whatever the groups' default domains were */
+    for (enum rig_mode mode = RIG_STRICT; mode <= RIG_PASSTHROUGH; mode++) {
+        struct t1 t;
+        up_mode(&t, mode, VFIO_TYPE1v2_IOMMU);
+        attach(&t, t.g);
+        uint8_t *va = mem(&t, 64 * VTIO_KiB, 0);
+        CHECK_OK(map(&t, va, IOVA, 64 * VTIO_KiB, RW));
 
-    /* the program writes, the device reads the same bytes at the IOVA */
-    vtio_test_fill(va, 64 * VTIO_KiB, 1);
-    uint8_t buf[64 * 1024];
-    CHECK_OK(dev_read(&t, t.r.dev, IOVA, buf, sizeof(buf)));
-    CHECK_MEM_EQ(buf, va, sizeof(buf));
-    /* the device writes, the program sees it */
-    vtio_test_fill(buf, 8192, 2);
-    CHECK_OK(dev_write(&t, t.r.dev, IOVA + 0x3000, buf, 8192));
-    CHECK_MEM_EQ(va + 0x3000, buf, 8192);
-    /* nothing around the mapping */
-    CHECK_ERR(dev_read(&t, t.r.dev, IOVA - 4096, buf, 1), -EFAULT);
-    CHECK_ERR(dev_read(&t, t.r.dev, IOVA + 64 * VTIO_KiB, buf, 1), -EFAULT);
-    /* the other function's group is not in the container */
-    CHECK_ERR(dev_read(&t, t.r.dev2, IOVA, buf, 1), -EFAULT);
-    down(&t);
+        /* the program writes, the device reads the same bytes at the IOVA */
+        vtio_test_fill(va, 64 * VTIO_KiB, 1);
+        uint8_t buf[64 * 1024];
+        CHECK_OK(dev_read(&t, t.r.dev, IOVA, buf, sizeof(buf)));
+        CHECK_MEM_EQ(buf, va, sizeof(buf));
+        /* the device writes, the program sees it */
+        vtio_test_fill(buf, 8192, 2);
+        CHECK_OK(dev_write(&t, t.r.dev, IOVA + 0x3000, buf, 8192));
+        CHECK_MEM_EQ(va + 0x3000, buf, 8192);
+        /* nothing around the mapping */
+        CHECK_ERR(dev_read(&t, t.r.dev, IOVA - 4096, buf, 1), -EFAULT);
+        CHECK_ERR(dev_read(&t, t.r.dev, IOVA + 64 * VTIO_KiB, buf, 1), -EFAULT);
+        /* the other function's group is not in the container */
+        CHECK_ERR(dev_read(&t, t.r.dev2, IOVA, buf, 1), -EFAULT);
+        down(&t);
+    }
 }
 
 static void t_map_huge(void)
@@ -788,7 +797,8 @@ static const struct vtio_test tests[] = {
       "aperture IOVAs (-EINVAL), overlaps (-EEXIST), unmapped memory (-EFAULT), leaving nothing "
       "behind", t_map_errors },
     { "map_reaches_memory", "after MAP_DMA the device reads what the program wrote at the IOVA "
-      "and its writes land in the program's memory; nothing else is reachable",
+      "and its writes land in the program's memory; nothing else is reachable (strict, lazy "
+      "and passthrough hosts)",
       t_map_reaches_memory },
     { "map_huge", "2 MiB pages map at their physical addresses with 2 MiB IOMMU pages",
       t_map_huge },

@@ -192,14 +192,18 @@ static int msi_enable(struct vfio_pci_device *vd, unsigned nvec, bool msix)
     return 0;
 }
 
-/* Vector i loses its eventfd and its host irq.  Memory decoding on. */
+/* Vector i loses its eventfd, then its host irq.  Taking the eventfd away
+ * first (under the trigger lock) also orders every handler call that ran
+ * before the teardown, and what the hardware did to deliver it, before the
+ * host frees the vector's remapping entry.  Memory decoding on. */
 static void vector_teardown(struct vfio_pci_device *vd, unsigned i)
 {
     struct vfio_pci_irq_ctx *c = &vd->ctx[i];
     if (c->trigger < 0)
         return;
-    vtio_pci_free_irq(vd->h, vd->fn, i);    /* no handler runs after this */
-    eventfd_put(ctx_swap_trigger(c, -1));
+    int old = ctx_swap_trigger(c, -1);
+    vtio_pci_free_irq(vd->h, vd->fn, i);
+    eventfd_put(old);
     c->masked = false;
 }
 
@@ -222,10 +226,69 @@ static void msi_disable(struct vfio_pci_device *vd)
     vd->msi_qmax = 0;
 }
 
-/*
- * Gives vectors start..start+count-1 the eventfds fds[] (-1 or any negative:
- * none), all or nothing (see the top of the file).  Memory decoding on.
- */
+/* Phase 1 of set_block: a reference on each eventfd (-1 where fds[] is
+ * negative).  @returns 0; the first error, with none taken. */
+static int take_eventfds(const uint8_t *fds, unsigned count, int *ours)
+{
+    for (unsigned k = 0; k < count; k++) {
+        int32_t fd;
+        memcpy(&fd, fds + k * sizeof(fd), sizeof(fd));
+        ours[k] = fd < 0 ? -1 : eventfd_get(fd);
+        if (ours[k] < -1) {
+            int rc = ours[k];
+            while (k--)
+                eventfd_put(ours[k]);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Phase 2: host irqs for the vectors that get their first eventfd, which is
+ * in place before the vector is unmasked, so nothing raised is lost.
+ * @returns 0 (fresh[] says which); an error, with all of them undone. */
+static int request_fresh(struct vfio_pci_device *vd, unsigned start, unsigned count,
+                         const int *ours, bool *fresh)
+{
+    int rc = 0;
+    unsigned k;
+    for (k = 0; k < count && rc == 0; k++) {
+        struct vfio_pci_irq_ctx *c = &vd->ctx[start + k];
+        if (ours[k] < 0 || c->trigger >= 0)
+            continue;
+        ctx_swap_trigger(c, ours[k]);
+        rc = vtio_pci_request_irq(vd->h, vd->fn, start + k, msi_handler, c,
+                                  VTIO_PCI_IRQ_ANY_CPU);
+        if (rc < 0)
+            ctx_swap_trigger(c, -1);
+        else
+            fresh[k] = true;
+    }
+    for (; rc < 0 && k--;)
+        if (fresh[k]) {
+            vtio_pci_free_irq(vd->h, vd->fn, start + k);
+            ctx_swap_trigger(&vd->ctx[start + k], -1);
+        }
+    return rc;
+}
+
+/* Phase 3, which cannot fail: new eventfds for live vectors, teardown of
+ * the vectors given none. */
+static void commit_block(struct vfio_pci_device *vd, unsigned start, unsigned count,
+                         const int *ours, const bool *fresh)
+{
+    for (unsigned k = 0; k < count; k++) {
+        if (fresh[k])
+            continue;
+        if (ours[k] >= 0)
+            eventfd_put(ctx_swap_trigger(&vd->ctx[start + k], ours[k]));
+        else
+            vector_teardown(vd, start + k);
+    }
+}
+
+/* Gives vectors start..start+count-1 the eventfds fds[] (int32, negative:
+ * none), all or nothing (see the top of the file).  Memory decoding on. */
 static int set_block(struct vfio_pci_device *vd, unsigned start, unsigned count,
                      const uint8_t *fds)
 {
@@ -234,50 +297,14 @@ static int set_block(struct vfio_pci_device *vd, unsigned start, unsigned count,
                          vd->num_ctx);
     int *ours = malloc((count ? count : 1) * sizeof(*ours));
     bool *fresh = calloc(count ? count : 1, sizeof(*fresh));
-    int rc = ours && fresh ? 0 : vtio_fail(-ENOMEM, "vfio-pci: out of memory");
-    unsigned got = 0, requested = 0;
-    /* 1: a reference on every eventfd */
-    for (; rc == 0 && got < count; got++) {
-        int32_t fd;
-        memcpy(&fd, fds + got * sizeof(fd), sizeof(fd));
-        ours[got] = fd < 0 ? -1 : eventfd_get(fd);
-        if (ours[got] < -1)
-            rc = ours[got];
-    }
-    /* 2: host irqs for vectors that had none; the eventfd is in place
-     * before the vector is unmasked, so nothing raised is lost */
-    for (; rc == 0 && requested < count; requested++) {
-        unsigned i = start + requested;
-        if (ours[requested] < 0 || vd->ctx[i].trigger >= 0)
-            continue;
-        ctx_swap_trigger(&vd->ctx[i], ours[requested]);
-        rc = vtio_pci_request_irq(vd->h, vd->fn, i, msi_handler, &vd->ctx[i],
-                                  VTIO_PCI_IRQ_ANY_CPU);
-        if (rc < 0)
-            ctx_swap_trigger(&vd->ctx[i], -1);
-        else
-            fresh[requested] = true;
-    }
-    if (rc < 0) {
-        for (unsigned k = 0; k < requested; k++)
-            if (fresh[k]) {
-                vtio_pci_free_irq(vd->h, vd->fn, start + k);
-                ctx_swap_trigger(&vd->ctx[start + k], -1);
-            }
-        for (unsigned k = 0; ours && k < got; k++)
+    int rc = ours && fresh ? take_eventfds(fds, count, ours)
+                           : vtio_fail(-ENOMEM, "vfio-pci: out of memory");
+    if (rc == 0 && (rc = request_fresh(vd, start, count, ours, fresh)) < 0) {
+        for (unsigned k = 0; k < count; k++)
             eventfd_put(ours[k]);
-    } else {
-        /* 3: cannot fail */
-        for (unsigned k = 0; k < count; k++) {
-            unsigned i = start + k;
-            if (fresh[k])
-                continue;
-            if (ours[k] >= 0)
-                eventfd_put(ctx_swap_trigger(&vd->ctx[i], ours[k]));
-            else
-                vector_teardown(vd, i);
-        }
     }
+    if (rc == 0)
+        commit_block(vd, start, count, ours, fresh);
     free(ours);
     free(fresh);
     return rc;

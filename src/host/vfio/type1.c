@@ -867,16 +867,8 @@ static long get_info(struct type1 *c, void *arg)
         vfio_info_cap_free(&caps);
         return err;
     }
-    /* Linux writes back min(argsz, sizeof(info)) bytes: an older caller's
-     * shorter structure gets the flags and the needed argsz, nothing past
-     * its end. */
-    uint32_t argsz = info.argsz;
-    struct vfio_iommu_type1_info staged;
-    void *out = argsz >= sizeof(info) ? arg : &staged;
-    vfio_info_copy_out(out, argsz, &info, sizeof(info), &caps, &info.flags,
+    vfio_info_copy_out(arg, info.argsz, &info, sizeof(info), &caps, &info.flags,
                        VFIO_IOMMU_INFO_CAPS, &info.cap_offset);
-    if (out == &staged)
-        memcpy(arg, &staged, argsz);
     vfio_info_cap_free(&caps);
     return 0;
 }

@@ -412,6 +412,8 @@ int vfio_info_copy_out(void *uinfo, uint32_t argsz, void *info, size_t minsz,
             *cap_offset = (uint32_t)at;
         }
     }
-    memcpy(uinfo, info, minsz);
+    /* An older caller's shorter structure gets what fits, nothing past its
+     * end (Linux writes back min(argsz, sizeof(info))). */
+    memcpy(uinfo, info, argsz < minsz ? argsz : minsz);
     return 0;
 }

@@ -112,11 +112,11 @@ void vfio_info_cap_free(struct vfio_info_cap *caps);
 
 /*
  * The argsz rule every GET_INFO shares: the user's structure (at uinfo,
- * argsz bytes) gets `info` (minsz bytes, whose argsz/flags/cap_offset the
- * caller set) and, if the chain fits after it, the chain at offset
- * sizeof-of-info rounded to 8, with *cap_offset and the CAPS flag (caps_flag)
- * set; if not, argsz is raised to what is needed and cap_offset is 0 (not an
- * error, as Linux).  @returns 0.
+ * argsz bytes) gets the first min(argsz, minsz) bytes of `info` (whose
+ * argsz/flags/cap_offset the caller set; minsz is the whole structure) and,
+ * if the chain fits after it, the chain at offset minsz rounded to 8, with
+ * *cap_offset and the CAPS flag (caps_flag) set; if not, argsz is raised to
+ * what is needed and cap_offset is 0 (not an error, as Linux).  @returns 0.
  */
 int vfio_info_copy_out(void *uinfo, uint32_t argsz, void *info, size_t minsz,
                        struct vfio_info_cap *caps, uint32_t *flags, uint32_t caps_flag,

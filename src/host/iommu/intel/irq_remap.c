@@ -280,7 +280,7 @@ static int ir_alloc(void *ctx, uint16_t rid, unsigned cpu, unsigned vector, uint
     if (rc < 0 || !addr || !data)
         return rc < 0 ? rc : vtio_fail(-EINVAL, "irq remap: no message to fill");
     pthread_mutex_lock(&k->lock);
-    struct intel_ir *ir;
+    struct intel_ir *ir = NULL;
     rc = block_take_locked(k, rid, 0, &ir, addr, data);
     if (rc >= 0)
         irte_target(ir, (unsigned)rc & (IRT_ENTRIES - 1), cpu, vector);
@@ -296,7 +296,7 @@ static int ir_alloc_block(void *ctx, uint16_t rid, unsigned n, uint64_t *addr,
         return vtio_fail(-EINVAL, "irq remap: a block of %u entries (a power of two, "
                          "at most %u)", n, 1u << BLOCK_MAX_ORDER);
     pthread_mutex_lock(&k->lock);
-    struct intel_ir *ir;
+    struct intel_ir *ir = NULL;
     int rc = block_take_locked(k, rid, (unsigned)__builtin_ctz(n), &ir, addr, data);
     pthread_mutex_unlock(&k->lock);
     return rc;

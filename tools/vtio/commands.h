@@ -26,6 +26,10 @@ struct vtio_dmae;
 /* The demo's IOMMU half (demo_iommu.c): e0 is the first engine, src/dst two
  * 1 MiB buffers.  @returns 0 if everything worked. */
 int vtio_tool_demo_iommu(struct vtio_host *h, struct vtio_dmae *e0, uint64_t src, uint64_t dst);
+/* The demo's VFIO part (demo_vfio.c): the engine-th DMA engine is bound to
+ * vfio-pci and driven from a process beside e0, the in-host driver's.
+ * @returns 0 if everything worked (0 also without an IOMMU: nothing to show). */
+int vtio_tool_demo_vfio(struct vtio_host *h, struct vtio_dmae *e0, unsigned engine);
 
 /* Fills len bytes of RAM at pa with a pseudo-random sequence from seed;
  * compares two ranges of RAM. */

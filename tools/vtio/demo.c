@@ -7,7 +7,8 @@
  * programs the controller with source, destination and length on every
  * channel, goes on with other work while the device moves the data, and
  * handles one completion interrupt per channel at the end.  Then it checks
- * every byte and reports what it cost.
+ * every byte and reports what it cost.  demo_iommu.c goes on with what the
+ * IOMMU does for it, demo_vfio.c with a userspace driver on another engine.
  */
 #include <vtio/dev/dma_engine.h>
 #include <vtio/device.h>
@@ -26,6 +27,8 @@
 #include <time.h>
 
 #include "commands.h"
+
+#define VFIO_ENGINE 3     /* the engine demo_vfio.c gives to a process */
 
 struct demo_opts {
     unsigned long long size;      /* bytes per channel */
@@ -270,9 +273,10 @@ int cmd_demo(int argc, char **argv)
     if (ret)
         return ret > 0 ? 0 : 2;
 
-    /* Three engines: the job's, one for an identity domain, one wired for
-     * 32-bit addresses.  The host log (IOMMU faults) is shown, indented. */
-    struct vtio_machine_config mcfg = { .dma_engines = 3,
+    /* Four engines: the job's, one for an identity domain, one wired for
+     * 32-bit addresses, one for a userspace driver.  The host log (IOMMU
+     * faults) is shown, indented. */
+    struct vtio_machine_config mcfg = { .dma_engines = VFIO_ENGINE + 1,
                                         .dma_channels = o.channels > 4 ? o.channels : 4 };
     struct vtio_host_options hopts = { .log_fn = show_log };
     struct vtio_machine *m;
@@ -322,6 +326,8 @@ int cmd_demo(int argc, char **argv)
                (unsigned long long)buf[0].src_dma, (unsigned long long)buf[0].dst_dma);
         ret = vtio_tool_demo_iommu(h, dev, buf[0].src, buf[0].dst);
     }
+    if (ret == 0)
+        ret = vtio_tool_demo_vfio(h, dev, VFIO_ENGINE);
     if (ret < 0)
         fprintf(stderr, "demo: FAILED\n");
 

@@ -369,6 +369,85 @@ static void t_pin_run(void)
     down();
 }
 
+/* pin_runs pins run after run under one call, each what pin_run would
+ * pin, stopping at max_runs, max_pages or a page it cannot pin. */
+static void t_pin_runs(void)
+{
+    up();
+    uint64_t *kept = fragment(8);
+    uint8_t *frag = map(8 * PG, 0);
+    unfragment(kept, 8);
+    uint64_t v = (uintptr_t)frag;
+    struct vtio_pin_run runs[16];
+    unsigned n = 99;
+    CHECK_EQ(vtio_process_pin_runs(proc, v, 8, runs, 16, &n), 8);
+    CHECK_EQ(n, 8);
+    for (unsigned i = 0; i < 8; i++) {
+        CHECK_EQ(runs[i].pa, phys(frag + i * PG));
+        CHECK_EQ(runs[i].pages, 1);
+    }
+    CHECK_EQ(stats().locked_bytes, 8 * PG);
+    vtio_process_unpin_runs(proc, runs, n);
+    CHECK_EQ(stats().locked_bytes, 0);
+
+    /* bounded by max_runs, then by max_pages */
+    CHECK_EQ(vtio_process_pin_runs(proc, v + PG, 8, runs, 3, &n), 3);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(runs[0].pa, phys(frag + PG));
+    vtio_process_unpin_runs(proc, runs, n);
+    CHECK_EQ(vtio_process_pin_runs(proc, v, 5, runs, 16, &n), 5);
+    CHECK_EQ(n, 5);
+    vtio_process_unpin_runs(proc, runs, n);
+
+    /* contiguous memory: one run, the one pin_run pins */
+    uint8_t *va = map(64 * PG, 0);
+    uint64_t pa;
+    long one = vtio_process_pin_run(proc, (uintptr_t)va, 64, &pa);
+    CHECK_GT(one, 0);
+    CHECK_EQ(vtio_process_pin_runs(proc, (uintptr_t)va, (uint64_t)one, runs, 16, &n), one);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(runs[0].pa, pa);
+    CHECK_EQ(runs[0].pages, (uint64_t)one);
+    vtio_process_unpin_run(proc, pa, (uint64_t)one);
+    vtio_process_unpin_runs(proc, runs, n);
+    CHECK_EQ(stats().locked_bytes, 0);
+
+    /* a hole: what comes before it is pinned, the next call gets -EFAULT */
+    CHECK_OK(vtio_process_munmap(proc, frag + 4 * PG, PG));
+    CHECK_EQ(vtio_process_pin_runs(proc, v, 8, runs, 16, &n), 4);
+    CHECK_EQ(n, 4);
+    CHECK_ERR(vtio_process_pin_runs(proc, v + 4 * PG, 4, runs + 4, 12, &n), -EFAULT);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(stats().locked_bytes, 4 * PG);
+    vtio_process_unpin_runs(proc, runs, 4);
+
+    /* the limit: the runs under it are pinned, the next call gets -ENOMEM
+     * with nothing pinned */
+    CHECK_OK(vtio_process_set_memlock_limit(proc, 2 * PG));
+    CHECK_EQ(vtio_process_pin_runs(proc, v, 4, runs, 16, &n), 2);
+    CHECK_EQ(n, 2);
+    CHECK_ERR(vtio_process_pin_runs(proc, v + 2 * PG, 2, runs + 2, 14, &n), -ENOMEM);
+    CHECK(strstr(vtio_last_error(), "RLIMIT_MEMLOCK (8192) exceeded") != NULL);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(stats().locked_bytes, 2 * PG);
+    vtio_process_unpin_runs(proc, runs, 2);
+    CHECK_EQ(stats().locked_bytes, 0);
+
+    /* bad arguments change nothing; unpinning what is not pinned is reported */
+    CHECK_ERR(vtio_process_pin_runs(proc, v, 1, NULL, 16, &n), -EINVAL);
+    CHECK_ERR(vtio_process_pin_runs(proc, v, 1, runs, 0, &n), -EINVAL);
+    CHECK_ERR(vtio_process_pin_runs(proc, v, 1, runs, 16, NULL), -EINVAL);
+    CHECK_ERR(vtio_process_pin_runs(proc, v + 1, 1, runs, 16, &n), -EINVAL);
+    CHECK_ERR(vtio_process_pin_runs(proc, v, 0, runs, 16, &n), -EINVAL);
+    CHECK_ERR(vtio_process_pin_runs(NULL, v, 1, runs, 16, &n), -EINVAL);
+    CHECK_EQ(stats().locked_bytes, 0);
+    struct vtio_pin_run stray = { phys(frag), 1 };
+    vtio_process_unpin_runs(proc, &stray, 1);
+    CHECK(rig_log_has(&rig, "were not pinned"));
+    CHECK_EQ(stats().locked_bytes, 0);
+    down();
+}
+
 static void t_accounting(void)
 {
     up();
@@ -769,6 +848,7 @@ static const struct vtio_test tests[] = {
     { "munmap_spans", "one munmap covers several mappings and the gaps between them", t_munmap_spans_mappings },
     { "munmap_errors", "misaligned ranges, size 0 and 4 KiB cuts of huge pages are refused, changing nothing", t_munmap_errors },
     { "pin_run", "pin_run returns the longest physically contiguous run (one per page on scattered RAM), bounded by max_pages; -EFAULT unmapped", t_pin_run },
+    { "pin_runs", "pin_runs pins successive runs as pin_run would, bounded by max_runs and max_pages, stopping at a hole or the limit with what came before pinned", t_pin_runs },
     { "accounting", "a page counts once however often pinned; the limit refuses with nothing pinned; CAP_IPC_LOCK; low limits", t_accounting },
     { "munmap_pinned", "pages unmapped while pinned stay allocated until the last unpin (huge pages whole)", t_munmap_pinned },
     { "fds", "descriptors: lowest free number, EBADF, EMFILE, dispatch, release once at the last reference", t_fds },

@@ -14,6 +14,8 @@
 #include "host/proc/proc_priv.h"
 #include "host/vfio/vfio_priv.h"
 
+#include <stdlib.h>
+
 #define RAM      (512 * VTIO_MiB)
 #define IOVA     0x100000ull       /* where the tests map */
 #define MSI_BASE 0xFEE00000ull
@@ -369,6 +371,67 @@ static void t_map_huge(void)
     CHECK_OK(unmap(&t, 64 * VTIO_MiB, 8 * VTIO_MiB, 0, &done));
     CHECK_EQ(done, 8 * VTIO_MiB);
     CHECK_EQ(locked(&t), 0);
+    down(&t);
+}
+
+/* n pages of the process's memory, each its own physical run (every
+ * other page of the allocator taken while they are mapped). */
+static uint8_t *scattered_mem(struct t1 *t, unsigned n)
+{
+    uint64_t *taken = malloc(2 * n * sizeof(*taken));
+    CHECK(taken != NULL);
+    for (unsigned i = 0; i < 2 * n; i++)
+        CHECK_OK(vtio_page_alloc(t->r.h->pages, 0, 0, &taken[i]));
+    for (unsigned i = 1; i < 2 * n; i += 2)
+        CHECK_OK(vtio_page_free(t->r.h->pages, taken[i], 0));
+    uint8_t *va = mem(t, (uint64_t)n * VTIO_PAGE_SIZE, 0);
+    for (unsigned i = 0; i < 2 * n; i += 2)
+        CHECK_OK(vtio_page_free(t->r.h->pages, taken[i], 0));
+    free(taken);
+    unsigned runs = 0;
+    uint64_t prev = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t pa;
+        CHECK_OK(vtio_process_virt_to_phys(t->p, va + i * VTIO_PAGE_SIZE, &pa));
+        runs += i == 0 || pa != prev + VTIO_PAGE_SIZE;
+        prev = pa;
+    }
+    CHECK_EQ(runs, n);
+    return va;
+}
+
+static void t_map_scattered(void)
+{
+    enum { N = 100 };                  /* runs: several pinning batches */
+    const uint64_t size = N * VTIO_PAGE_SIZE;
+    struct t1 t;
+    up(&t, VFIO_TYPE1v2_IOMMU);
+    uint8_t *va = scattered_mem(&t, N);
+    CHECK_OK(map(&t, va, IOVA, size, RW));
+    CHECK_EQ(locked(&t), size);
+    /* each page at its IOVA, in order */
+    vtio_test_fill(va, size, 3);
+    static uint8_t buf[N * 4096];
+    CHECK_OK(dev_read(&t, t.r.dev, IOVA, buf, size));
+    CHECK_MEM_EQ(buf, va, size);
+    uint64_t done;
+    CHECK_OK(unmap(&t, IOVA, size, 0, &done));
+    CHECK_EQ(done, size);
+    CHECK_EQ(locked(&t), 0);
+    CHECK_ERR(dev_read(&t, t.r.dev, IOVA, buf, 1), -EFAULT);
+
+    /* the limit met part way: -ENOMEM, nothing pinned or mapped */
+    CHECK_OK(vtio_process_set_memlock_limit(t.p, (N / 2 + 3) * VTIO_PAGE_SIZE));
+    CHECK_ERR(map(&t, va, IOVA, size, RW), -ENOMEM);
+    CHECK_EQ(locked(&t), 0);
+    CHECK_ERR(dev_read(&t, t.r.dev, IOVA, buf, 1), -EFAULT);
+    CHECK_EQ(dma_avail(&t), 65535);
+    CHECK_OK(vtio_process_set_memlock_limit(t.p, VTIO_PROCESS_MEMLOCK_INFINITY));
+    /* a hole part way: -EFAULT, nothing pinned or mapped */
+    CHECK_OK(vtio_process_munmap(t.p, va + (N / 2 + 3) * VTIO_PAGE_SIZE, VTIO_PAGE_SIZE));
+    CHECK_ERR(map(&t, va, IOVA, size, RW), -EFAULT);
+    CHECK_EQ(locked(&t), 0);
+    CHECK_ERR(dev_read(&t, t.r.dev, IOVA, buf, 1), -EFAULT);
     down(&t);
 }
 
@@ -802,6 +865,9 @@ static const struct vtio_test tests[] = {
       t_map_reaches_memory },
     { "map_huge", "2 MiB pages map at their physical addresses with 2 MiB IOMMU pages",
       t_map_huge },
+    { "map_scattered", "memory in single-page physical runs maps page by page in order; "
+      "the memlock limit or a hole met part way fails with nothing pinned or mapped",
+      t_map_scattered },
     { "permissions", "a READ mapping refuses device writes, a WRITE one device reads",
       t_permissions },
     { "unmap", "UNMAP_DMA removes whole mappings and reports the bytes; v2 refuses to cut "

@@ -6,12 +6,13 @@
  * Pinning.  vtio_process_pin_run pins, from a page-aligned user address,
  * the longest run of pages that are consecutive in machine RAM too (at most
  * max_pages 4 KiB pages), as Linux's vfio_pin_pages_remote hands type1 one
- * physically contiguous run per call.  Every 4 KiB page has its own pin
- * count; a page whose count goes 0 -> 1 is charged to the process's locked
- * memory, 1 -> 0 uncharged, so a page pinned twice counts once.  Unpinning
- * names the run by physical address, as it was pinned (a run may be
- * unpinned in pieces).  A page the program unmapped while pinned stays
- * allocated until its last unpin.
+ * physically contiguous run per call; vtio_process_pin_runs pins several
+ * successive runs under one lock, for memory broken into many.  Every
+ * 4 KiB page has its own pin count; a page whose count goes 0 -> 1 is
+ * charged to the process's locked memory, 1 -> 0 uncharged, so a page
+ * pinned twice counts once.  Unpinning names a run by physical address, as
+ * it was pinned (a run may be unpinned in pieces).  A page the program
+ * unmapped while pinned stays allocated until its last unpin.
  *
  * Files.  A file is an object behind a descriptor: ops + private data + a
  * reference count.  The descriptor holds one reference, a call in progress
@@ -47,6 +48,29 @@ long vtio_process_pin_run(struct vtio_process *p, uint64_t vaddr, uint64_t max_p
 /* Drops one pin from each of the npages pages from physical pa, pinned by
  * vtio_process_pin_run of p. */
 void vtio_process_unpin_run(struct vtio_process *p, uint64_t pa, uint64_t npages);
+
+/* Pages pinned together: physically contiguous. */
+struct vtio_pin_run {
+    uint64_t pa;
+    uint64_t pages;
+};
+
+/*
+ * Pins the pages from vaddr on, up to max_pages, as successive physically
+ * contiguous runs, each the one vtio_process_pin_run would pin there, at
+ * most max_runs of them, under one lock: runs[0 .. *nruns) in address
+ * order.  It stops early at a page it cannot pin (not mapped, or over the
+ * memlock limit), keeping what it pinned: the next call, from there, gets
+ * the error.
+ * @returns pages pinned (>= 1); the errors of vtio_process_pin_run when
+ * not even the first run can be pinned (*nruns 0, nothing pinned);
+ * -EINVAL also for runs or nruns NULL or max_runs 0.
+ */
+long vtio_process_pin_runs(struct vtio_process *p, uint64_t vaddr, uint64_t max_pages,
+                           struct vtio_pin_run *runs, unsigned max_runs, unsigned *nruns);
+/* vtio_process_unpin_run of each of runs[0 .. n), under one lock. */
+void vtio_process_unpin_runs(struct vtio_process *p, const struct vtio_pin_run *runs,
+                             size_t n);
 
 /* ---- files */
 

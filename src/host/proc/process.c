@@ -1,6 +1,8 @@
 /*
- * A process: its address space, its pinned pages and their accounting
- * (include/vtio/process.h; the pin calls are in proc_priv.h).
+ * A process's address space (include/vtio/process.h): its mappings of
+ * machine RAM, mmap, munmap, virt_to_phys, create and exit.  The records of
+ * the pages it owns (pin counts, orphans, locked-memory accounting) are
+ * pin.c's; the two halves share struct vtio_process (process_internal.h).
  *
  * The CPU page table.  A mapping (an "area", Linux's VMA) is a range of host
  * virtual addresses reserved with mmap(PROT_NONE, MAP_NORESERVE) (2 MiB
@@ -23,59 +25,31 @@
  * physical address from the start (the header's MAP_POPULATE promise);
  * only the host's backing is lazy, as it is for all machine RAM.
  *
- * Page metadata.  Each 4 KiB page of machine RAM that this process owns has
- * a pin count and a state byte (OWNED, MAPPED, HUGE), in arrays indexed by
- * pfn, one chunk per GiB of physical space, allocated (and touched, so that
- * pins do not take the host's page faults) the first time the process maps
- * a page there: 1.3 MiB per GiB.  Indexing by pfn makes unpinning by
- * physical address a direct lookup, which keeps working for pages the
- * program has unmapped.  Each 2 MiB block of pfns also counts its pages
- * with a non-zero pin count, so a huge page knows when its last pin went.
- *
- * Pinning finds the run that holds the address; the rest of it is the
- * longest physically contiguous stretch there, as runs break only where
- * machine RAM does (or where one memfd ends and the next begins: the run is
- * then shorter than it could be, which callers handle as they handle the
- * end of a mapping; the next mapping is not looked at).  The counts of its
- * pages are incremented in a tight loop that counts 0 -> 1 transitions:
- * those are charged to locked memory (a page counts once however often it
- * is pinned).  If the charge would exceed RLIMIT_MEMLOCK without
- * CAP_IPC_LOCK, the increments are undone before the lock is dropped, so
- * nobody sees them.  As in Linux, only new pages are checked: pinning pages
- * that are already pinned never fails for the limit.  Unpinning decrements
- * by pfn and uncharges 1 -> 0 transitions.  Both cost about 1 ns per page
- * (1 GiB: 0.3 ms to pin, 0.2 ms to unpin).
- *
- * Orphans.  munmap takes pages out of the address space at once (state loses
- * MAPPED, the host mapping goes).  An unpinned page goes back to the page
- * allocator then; a pinned one becomes an orphan, still OWNED, and goes back
- * at the unpin that takes its count (for a 2 MiB page: the count of all its
- * 512 pages) to zero.  A huge page is always freed as one order-9 block.
+ * Lookups.  An address is found by binary search, over the areas and then
+ * over the area's runs; the run found is what pinning takes (the rest of
+ * it is physically contiguous).  munmap takes pages out of the address
+ * space at once (the host mapping goes first, so a page is never free
+ * while mapped) and hands them to pin.c, which frees those not pinned and
+ * keeps the others as orphans until their last unpin.
  *
  * Exit.  destroy closes the files first (VFIO's release unpins what it
  * pinned), then unmaps every area.  If pins remain (something outlives the
  * files and still holds pages), the process is marked exited and the
- * struct, with its page metadata, stays until the unpin that drops the
+ * struct, with its page records, stays until the unpin that drops the
  * last locked page, which frees the orphans and then the process, as
  * Linux's mm_struct outlives the program while VFIO holds it.  Pins that are
  * never dropped keep it (and their pages) forever.
  *
- * Locking.  One mutex (lock) guards the areas, the page metadata and the
- * counters; pin, unpin, mmap and munmap take it once per call.  Since every
- * pin count is read and written under it, the counts are plain integers
- * (the increments vectorise).  The slow parts of mmap (allocating, zeroing,
- * host mmaps) run outside it, before the area is published.  Lock order:
- * process lock -> page allocator lock.  The file table has its own lock
- * (files.c); nothing holds both.
+ * Locking.  One mutex (lock) guards the areas, the page records and the
+ * counters; pin, unpin, mmap and munmap take it once per call.  The slow
+ * parts of mmap (allocating, zeroing, host mmaps) run outside it, before
+ * the area is published.  Lock order: process lock -> page allocator lock.
+ * The file table has its own lock (files.c); nothing holds both.
  *
  * Invariants (under lock):
  *  - areas are sorted by va and disjoint; an area's runs are sorted by off,
  *    cover [0, size) without gaps, and are multiples of its page size;
- *  - a page is OWNED iff it is in an area (MAPPED) or an orphan; orphans
- *    have a pin in their page (4 KiB) or block (2 MiB);
- *  - locked_pages = number of pages with a non-zero pin count;
- *    block_pinned[b] = the same within 2 MiB block b;
- *  - orphan_bytes = bytes of orphan pages (2 MiB per orphan huge page);
+ *  - every page of an area is recorded OWNED and MAPPED (pin.c);
  *  - mapped_bytes = sum of the areas' sizes.
  */
 #define _GNU_SOURCE                         /* fallocate */
@@ -84,7 +58,7 @@
 #include <vtio/process.h>
 
 #include "host/proc/file_table.h"
-#include "host/proc/proc_priv.h"
+#include "host/proc/process_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,25 +69,6 @@
 #include <sys/mman.h>
 
 #include "util/error.h"
-
-#define PAGE VTIO_PAGE_SIZE
-#define HUGE VTIO_HUGE_SIZE
-#define BLOCK_PAGES (HUGE / PAGE)                    /* 512 */
-#define CHUNK_SHIFT 18                               /* pfns per chunk: 1 GiB */
-#define CHUNK_PAGES (1u << CHUNK_SHIFT)
-#define CHUNK_BLOCKS (CHUNK_PAGES / BLOCK_PAGES)
-
-/* Page state bits. */
-#define PG_OWNED  0x1u        /* allocated for this process, not yet freed */
-#define PG_MAPPED 0x2u        /* in an area (else, if OWNED: an orphan) */
-#define PG_HUGE   0x4u        /* part of a 2 MiB page (an order-9 block) */
-
-/* Pin counts, states and per-block pinned-page counts of 1 GiB of pfns. */
-struct pfn_chunk {
-    uint32_t pins[CHUNK_PAGES];
-    uint16_t block_pinned[CHUNK_BLOCKS];
-    uint8_t state[CHUNK_PAGES];
-};
 
 /* Pages consecutive in the area and in machine RAM: one host mapping. */
 struct run {
@@ -128,183 +83,6 @@ struct area {
     struct run *runs;
     size_t nruns;
 };
-
-struct vtio_process {
-    struct vtio_host *host;
-    char name[32];
-    struct vtio_file_table *files;
-
-    pthread_mutex_t lock;
-    struct area *areas;       /* sorted by va */
-    size_t nareas, areas_cap;
-    struct pfn_chunk **chunks;   /* by pfn >> CHUNK_SHIFT; NULL: none yet */
-    uint64_t nchunks;
-    uint64_t mapped_bytes, locked_pages, orphan_bytes;
-    uint64_t memlock_limit;
-    bool cap_ipc_lock;
-    bool exited;              /* destroy ran; freed at the last unpin */
-};
-
-static uint64_t min_u64(uint64_t a, uint64_t b)
-{
-    return a < b ? a : b;
-}
-
-/* ---- page metadata */
-
-static struct pfn_chunk *chunk_of(const struct vtio_process *p, uint64_t pfn)
-{
-    uint64_t c = pfn >> CHUNK_SHIFT;
-    return c < p->nchunks ? p->chunks[c] : NULL;
-}
-
-/* Makes sure the chunks of [pfn, pfn + n) exist.  @returns 0; -ENOMEM. */
-static int chunks_ensure(struct vtio_process *p, uint64_t pfn, uint64_t n)
-{
-    for (uint64_t c = pfn >> CHUNK_SHIFT; c <= (pfn + n - 1) >> CHUNK_SHIFT; c++) {
-        if (c >= p->nchunks)
-            return vtio_fail(-ENOMEM, "process: pfn %#llx beyond machine RAM",
-                             (unsigned long long)pfn);
-        if (p->chunks[c])
-            continue;
-        /* Touched now, at mmap, so that the first pins do not pay the
-         * host's page faults. */
-        if (!(p->chunks[c] = malloc(sizeof(struct pfn_chunk))))
-            return vtio_fail(-ENOMEM, "process: no memory for page metadata");
-        memset(p->chunks[c], 0, sizeof(struct pfn_chunk));
-    }
-    return 0;
-}
-
-/*
- * Walks [pfn, pfn + n) in pieces that stay inside one 2 MiB block (hence
- * one chunk), skipping pieces whose chunk does not exist:
- *     for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);) ...
- */
-struct piece {
-    struct pfn_chunk *c;
-    uint32_t i;               /* index of the piece's first page in c */
-    uint32_t n;               /* pages */
-    uint64_t pfn;             /* of its first page */
-    uint64_t next, end;       /* what is left to walk */
-};
-
-static struct piece pieces(uint64_t pfn, uint64_t n)
-{
-    return (struct piece){ .next = pfn, .end = pfn + n };
-}
-
-static bool piece_next(const struct vtio_process *p, struct piece *pc)
-{
-    while (pc->next < pc->end) {
-        pc->pfn = pc->next;
-        pc->n = (uint32_t)min_u64(pc->end - pc->pfn, BLOCK_PAGES - (pc->pfn % BLOCK_PAGES));
-        pc->c = chunk_of(p, pc->pfn);
-        pc->i = (uint32_t)(pc->pfn & (CHUNK_PAGES - 1));
-        pc->next += pc->n;
-        if (pc->c)
-            return true;
-    }
-    return false;
-}
-
-static void state_set(struct vtio_process *p, uint64_t pfn, uint64_t n, uint8_t st)
-{
-    for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);)
-        memset(&pc.c->state[pc.i], st, pc.n);
-}
-
-/* Increments the pin counts of [pfn, pfn + n); @returns how many were 0. */
-static uint64_t pins_inc(struct vtio_process *p, uint64_t pfn, uint64_t n)
-{
-    uint64_t fresh_total = 0;
-    for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);) {
-        uint32_t *pins = &pc.c->pins[pc.i];
-        uint32_t fresh = 0;
-        for (uint32_t j = 0; j < pc.n; j++) {
-            fresh += pins[j] == 0;
-            pins[j]++;
-        }
-        pc.c->block_pinned[pc.i / BLOCK_PAGES] += (uint16_t)fresh;
-        fresh_total += fresh;
-    }
-    return fresh_total;
-}
-
-/* Decrements the non-zero pin counts of [pfn, pfn + n); @returns how many
- * reached 0, and in *unpinned how many were 0 already (a caller's bug). */
-static uint64_t pins_dec(struct vtio_process *p, uint64_t pfn, uint64_t n, uint64_t *unpinned)
-{
-    uint64_t zeroed_total = 0, pinned = 0;
-    for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);) {
-        uint32_t *pins = &pc.c->pins[pc.i];
-        uint32_t zeroed = 0, idle = 0;
-        for (uint32_t j = 0; j < pc.n; j++) {
-            zeroed += pins[j] == 1;
-            idle += pins[j] == 0;
-            pins[j] -= pins[j] != 0;
-        }
-        pc.c->block_pinned[pc.i / BLOCK_PAGES] -= (uint16_t)zeroed;
-        zeroed_total += zeroed;
-        pinned += pc.n - idle;
-    }
-    *unpinned = n - pinned;
-    return zeroed_total;
-}
-
-static void page_free(struct vtio_process *p, uint64_t pa, unsigned order)
-{
-    if (vtio_page_free(p->host->pages, pa, order) < 0)
-        vtio_host_log(p->host, VTIO_LOG_ERR, "process %s: cannot free %#llx (order %u)",
-                      p->name, (unsigned long long)pa, order);
-}
-
-/* An orphan piece of a huge page: the block goes once none of it is pinned. */
-static void reap_huge(struct vtio_process *p, const struct piece *pc, bool count_orphans)
-{
-    uint32_t head = pc->i & ~(uint32_t)(BLOCK_PAGES - 1);
-    if (pc->c->block_pinned[pc->i / BLOCK_PAGES] == 0) {
-        memset(&pc->c->state[head], 0, BLOCK_PAGES);
-        page_free(p, (pc->pfn - (pc->i - head)) * PAGE, VTIO_PAGE_ORDER_2M);
-        if (!count_orphans)
-            p->orphan_bytes -= HUGE;
-    } else if (count_orphans) {
-        p->orphan_bytes += HUGE;
-    }
-}
-
-static void reap_small(struct vtio_process *p, const struct piece *pc, bool count_orphans)
-{
-    for (uint32_t j = pc->i; j < pc->i + pc->n; j++) {
-        if ((pc->c->state[j] & (PG_OWNED | PG_MAPPED)) != PG_OWNED)
-            continue;
-        if (pc->c->pins[j] == 0) {
-            pc->c->state[j] = 0;
-            page_free(p, (pc->pfn + (j - pc->i)) * PAGE, 0);
-            if (!count_orphans)
-                p->orphan_bytes -= PAGE;
-        } else if (count_orphans) {
-            p->orphan_bytes += PAGE;
-        }
-    }
-}
-
-/*
- * Gives back the pages of [pfn, pfn + n) that no longer need to stay: owned,
- * not mapped, not pinned (for a huge page: none of its 512).  Called after
- * unmapping, which also counts the orphans it leaves (count_orphans), and
- * after unpinning, which uncounts the orphans it frees.
- */
-static void reap(struct vtio_process *p, uint64_t pfn, uint64_t n, bool count_orphans)
-{
-    for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);) {
-        uint8_t head_state = pc.c->state[pc.i & ~(uint32_t)(BLOCK_PAGES - 1)];
-        if (!(head_state & PG_HUGE))
-            reap_small(p, &pc, count_orphans);
-        else if ((head_state & (PG_OWNED | PG_MAPPED)) == PG_OWNED)
-            reap_huge(p, &pc, count_orphans);
-    }
-}
 
 /* ---- areas and runs */
 
@@ -352,6 +130,33 @@ static uint64_t run_pa_at(const struct area *a, size_t ri, uint64_t va)
     return a->runs[ri].pa + (va - a->va - a->runs[ri].off);
 }
 
+/* Whether run ri of area ai exists and holds va. */
+static bool run_holds(const struct vtio_process *p, size_t ai, size_t ri, uint64_t va)
+{
+    if (ai >= p->nareas || ri >= p->areas[ai].nruns)
+        return false;
+    const struct area *a = &p->areas[ai];
+    uint64_t start = a->va + a->runs[ri].off;
+    return va >= start && va - start < a->runs[ri].len;
+}
+
+bool proc_va_run(const struct vtio_process *p, uint64_t va, struct proc_va_cursor *cur,
+                 uint64_t *pa, uint64_t *len)
+{
+    size_t ai = cur->area, ri = cur->run + 1;
+    if (ai < p->nareas && ri >= p->areas[ai].nruns) {
+        ai++;
+        ri = 0;
+    }
+    if (!run_holds(p, ai, ri, va) && !lookup(p, va, &ai, &ri))
+        return false;
+    const struct area *a = &p->areas[ai];
+    *pa = run_pa_at(a, ri, va);
+    *len = a->va + a->runs[ri].off + a->runs[ri].len - va;
+    *cur = (struct proc_va_cursor){ ai, ri };
+    return true;
+}
+
 /* Calls fn on the pieces of machine RAM behind [lo, hi) of a (offsets). */
 static void area_for_each_pa(struct vtio_process *p, const struct area *a, uint64_t lo,
                              uint64_t hi,
@@ -363,15 +168,6 @@ static void area_for_each_pa(struct vtio_process *p, const struct area *a, uint6
         uint64_t to = min_u64(hi, run->off + run->len);
         fn(p, (run->pa + (from - run->off)) / PAGE, (to - from) / PAGE);
     }
-}
-
-/* Takes [pfn, pfn + n) out of the address space; frees what is not pinned. */
-static void pages_unmap(struct vtio_process *p, uint64_t pfn, uint64_t n)
-{
-    for (struct piece pc = pieces(pfn, n); piece_next(p, &pc);)
-        for (uint32_t j = pc.i; j < pc.i + pc.n; j++)
-            pc.c->state[j] &= (uint8_t)~PG_MAPPED;
-    reap(p, pfn, n, true);
 }
 
 /* Drops the runs of a before offset `cut` and rebases the rest to it. */
@@ -430,48 +226,31 @@ static int areas_reserve(struct vtio_process *p, size_t more)
 
 /* ---- create, destroy */
 
-static void note_ram_end(void *arg, uint64_t base, uint64_t size, const char *name)
-{
-    (void)name;
-    uint64_t *end = arg;
-    if (base + size > *end)
-        *end = base + size;
-}
-
 int vtio_process_create(struct vtio_host *h, const char *name, struct vtio_process **out)
 {
     if (!h || !out)
         return vtio_fail(-EINVAL, "process_create: NULL host or result");
-    uint64_t ram_end = 0;
-    vtio_mem_for_each_ram(h->mem, note_ram_end, &ram_end);
-    uint64_t nchunks = (ram_end / PAGE + CHUNK_PAGES - 1) >> CHUNK_SHIFT;
-
     struct vtio_process *p = calloc(1, sizeof(*p));
-    if (p)
-        p->chunks = calloc(nchunks ? nchunks : 1, sizeof(*p->chunks));
-    if (p && p->chunks)
-        p->files = vtio_file_table_create();
-    if (!p || !p->chunks || !p->files) {
-        if (p)
-            free(p->chunks);
+    if (p) {
+        p->host = h;
+        if (proc_pages_init(p) == 0 && !(p->files = vtio_file_table_create()))
+            proc_pages_destroy(p);
+    }
+    if (!p || !p->files) {
         free(p);
         return vtio_fail(-ENOMEM, "process_create: no memory");
     }
-    p->host = h;
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "process");
     pthread_mutex_init(&p->lock, NULL);
-    p->nchunks = nchunks;
     p->memlock_limit = VTIO_PROCESS_MEMLOCK_DEFAULT;
     *out = p;
     return 0;
 }
 
-static void process_free(struct vtio_process *p)
+void proc_free(struct vtio_process *p)
 {
     vtio_file_table_destroy(p->files);
-    for (uint64_t c = 0; c < p->nchunks; c++)
-        free(p->chunks[c]);
-    free(p->chunks);
+    proc_pages_destroy(p);
     free(p->areas);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -483,7 +262,7 @@ static void area_unmap_whole(struct vtio_process *p, size_t at)
     struct area *a = &p->areas[at];
     /* The program's view goes first: a page is never free while mapped. */
     munmap((void *)(uintptr_t)a->va, a->size);
-    area_for_each_pa(p, a, 0, a->size, pages_unmap);
+    area_for_each_pa(p, a, 0, a->size, proc_pages_unmapped);
     p->mapped_bytes -= a->size;
     area_remove(p, at);
 }
@@ -504,7 +283,7 @@ void vtio_process_destroy(struct vtio_process *p)
                       p->name, (unsigned long long)p->locked_pages);
     pthread_mutex_unlock(&p->lock);
     if (free_now)
-        process_free(p);
+        proc_free(p);
 }
 
 const char *vtio_process_name(const struct vtio_process *p)
@@ -537,7 +316,7 @@ static void new_area_free_pages(struct vtio_process *p, struct new_area *n)
     unsigned order = n->a.page_size == HUGE ? VTIO_PAGE_ORDER_2M : 0;
     for (size_t r = 0; r < n->a.nruns; r++)
         for (uint64_t off = 0; off < n->a.runs[r].len; off += n->a.page_size)
-            page_free(p, n->a.runs[r].pa + off, order);
+            proc_page_free(p, n->a.runs[r].pa + off, order);
     free(n->a.runs);
 }
 
@@ -578,7 +357,7 @@ static int new_area_alloc(struct vtio_process *p, struct new_area *n)
         uint64_t pa;
         int rc = vtio_page_alloc(p->host->pages, order, 0, &pa);
         if (rc == 0 && (rc = new_area_add(p, n, pa)) < 0)
-            page_free(p, pa, order);
+            proc_page_free(p, pa, order);
         if (rc < 0) {
             new_area_free_pages(p, n);
             return vtio_fail(-ENOMEM, "mmap: machine RAM ran out (%llu of %llu bytes)",
@@ -642,12 +421,11 @@ static int area_publish(struct vtio_process *p, struct area *a)
 {
     int rc = areas_reserve(p, 1);
     for (size_t r = 0; r < a->nruns && rc == 0; r++)
-        rc = chunks_ensure(p, a->runs[r].pa / PAGE, a->runs[r].len / PAGE);
+        rc = proc_pages_prepare(p, a->runs[r].pa / PAGE, a->runs[r].len / PAGE);
     if (rc < 0)
         return rc;
-    uint8_t st = PG_OWNED | PG_MAPPED | (a->page_size == HUGE ? PG_HUGE : 0);
     for (size_t r = 0; r < a->nruns; r++)
-        state_set(p, a->runs[r].pa / PAGE, a->runs[r].len / PAGE, st);
+        proc_pages_mapped(p, a->runs[r].pa / PAGE, a->runs[r].len / PAGE, a->page_size == HUGE);
     area_insert(p, area_search(p, a->va), a);
     p->mapped_bytes += a->size;
     return 0;
@@ -709,7 +487,7 @@ static size_t area_cut(struct vtio_process *p, size_t at, uint64_t lo, uint64_t 
         return at;
     }
     munmap((void *)(uintptr_t)cut_lo, cut_hi - cut_lo);
-    area_for_each_pa(p, a, cut_lo - a->va, cut_hi - a->va, pages_unmap);
+    area_for_each_pa(p, a, cut_lo - a->va, cut_hi - a->va, proc_pages_unmapped);
     p->mapped_bytes -= cut_hi - cut_lo;
     if (cut_lo == a->va) {
         runs_trim_head(a, cut_hi - a->va);
@@ -776,81 +554,6 @@ int vtio_process_virt_to_phys(struct vtio_process *p, const void *va, uint64_t *
         *pa = run_pa_at(&p->areas[ai], ri, v);
     pthread_mutex_unlock(&p->lock);
     return found ? 0 : vtio_fail(-EFAULT, "virt_to_phys: %p is not mapped in %s", va, p->name);
-}
-
-/* ---- pinning */
-
-long vtio_process_pin_run(struct vtio_process *p, uint64_t vaddr, uint64_t max_pages,
-                          uint64_t *pa)
-{
-    if (!p || !pa)
-        return vtio_fail(-EINVAL, "pin: NULL process or result");
-    if ((vaddr & (PAGE - 1)) || max_pages == 0)
-        return vtio_fail(-EINVAL, "pin: address %#llx not page aligned or no pages",
-                         (unsigned long long)vaddr);
-    size_t ai, ri;
-    pthread_mutex_lock(&p->lock);
-    if (!lookup(p, vaddr, &ai, &ri)) {
-        pthread_mutex_unlock(&p->lock);
-        return vtio_fail(-EFAULT, "pin: %#llx is not mapped in %s",
-                         (unsigned long long)vaddr, p->name);
-    }
-    const struct area *a = &p->areas[ai];
-    uint64_t first = run_pa_at(a, ri, vaddr);
-    uint64_t n = min_u64(max_pages, (a->va + a->runs[ri].off + a->runs[ri].len - vaddr) / PAGE);
-    uint64_t fresh = pins_inc(p, first / PAGE, n);
-    if (fresh && !p->cap_ipc_lock && p->locked_pages + fresh > p->memlock_limit / PAGE) {
-        uint64_t ignored;
-        pins_dec(p, first / PAGE, n, &ignored);
-        uint64_t limit = p->memlock_limit;
-        pthread_mutex_unlock(&p->lock);
-        return vtio_fail(-ENOMEM, "RLIMIT_MEMLOCK (%llu) exceeded", (unsigned long long)limit);
-    }
-    p->locked_pages += fresh;
-    pthread_mutex_unlock(&p->lock);
-    *pa = first;
-    return (long)n;
-}
-
-void vtio_process_unpin_run(struct vtio_process *p, uint64_t pa, uint64_t npages)
-{
-    if (!p || npages == 0)
-        return;
-    uint64_t pfn = pa / PAGE, unpinned;
-    pthread_mutex_lock(&p->lock);
-    p->locked_pages -= pins_dec(p, pfn, npages, &unpinned);
-    if (p->orphan_bytes)
-        reap(p, pfn, npages, false);
-    bool free_now = p->exited && p->locked_pages == 0;
-    pthread_mutex_unlock(&p->lock);
-    if (unpinned)
-        vtio_host_log(p->host, VTIO_LOG_ERR,
-                      "process %s: unpin of %llu pages at %#llx: %llu were not pinned",
-                      p->name, (unsigned long long)npages, (unsigned long long)pa,
-                      (unsigned long long)unpinned);
-    if (free_now)
-        process_free(p);
-}
-
-/* ---- limits and counters */
-
-int vtio_process_set_memlock_limit(struct vtio_process *p, uint64_t bytes)
-{
-    if (!p)
-        return vtio_fail(-EINVAL, "set_memlock_limit: NULL process");
-    pthread_mutex_lock(&p->lock);
-    p->memlock_limit = bytes;
-    pthread_mutex_unlock(&p->lock);
-    return 0;
-}
-
-void vtio_process_set_cap_ipc_lock(struct vtio_process *p, bool on)
-{
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->lock);
-    p->cap_ipc_lock = on;
-    pthread_mutex_unlock(&p->lock);
 }
 
 void vtio_process_get_stats(struct vtio_process *p, struct vtio_process_stats *st)

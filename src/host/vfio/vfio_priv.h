@@ -6,8 +6,9 @@
  *   vfio.c, container.c, group.c   the core: the per-host registry of
  *       groups, the files behind /dev/vfio/vfio and /dev/vfio/<id>, the
  *       viability rule and DMA ownership, device files;
- *   type1.c                         the IOMMU backend a container uses
- *       (vfio_iommu_backend_ops): the DMA mappings of the program's memory;
+ *   type1.c, type1_dma.c, type1_dirty.c   the IOMMU backend a container
+ *       uses (vfio_iommu_backend_ops): the DMA mappings of the program's
+ *       memory, and their dirty tracking;
  *   pci.c, pci_config.c, pci_irq.c  vfio-pci: what a device file does.
  *
  * Lifetimes.  A vfio_group exists while a device of its IOMMU group is

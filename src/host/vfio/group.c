@@ -18,6 +18,7 @@
 #include <vtio/iommu.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host/device_priv.h"
@@ -29,16 +30,19 @@
  * itself (vfio-pci) or to nothing. */
 static bool group_viable(struct vfio_group *g)
 {
-    struct vtio_device *devs[64];
-    unsigned n = vtio_iommu_group_devices(g->iommu_group, devs, 64);
-    for (unsigned i = 0; i < n && i < 64; i++) {
+    unsigned n = vtio_iommu_group_devices(g->iommu_group, NULL, 0);
+    struct vtio_device **devs = calloc(n ? n : 1, sizeof(*devs));
+    if (!devs)
+        return false;          /* cannot tell: not viable, which is safe */
+    vtio_iommu_group_devices(g->iommu_group, devs, n);
+    bool viable = true;
+    for (unsigned i = 0; i < n && viable; i++) {
         pthread_mutex_lock(&devs[i]->lock);
-        bool dma_api = atomic_load(&devs[i]->driver) && !devs[i]->driver_managed_dma;
+        viable = !atomic_load(&devs[i]->driver) || devs[i]->driver_managed_dma;
         pthread_mutex_unlock(&devs[i]->lock);
-        if (dma_api)
-            return false;
     }
-    return true;
+    free(devs);
+    return viable;
 }
 
 static long get_status(struct vfio_group *g, unsigned long arg)

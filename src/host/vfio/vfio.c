@@ -111,13 +111,20 @@ static struct vfio_group *group_get_locked(struct vtio_vfio *v, struct vtio_iomm
     return v->groups[id];
 }
 
-void vfio_group_put_locked(struct vfio_group *g)
+/* Frees g if nothing refers to it (registry lock held). */
+static void group_free_unused_locked(struct vfio_group *g)
 {
-    if (--g->refs)
+    if (g->refs)
         return;
     g->vfio->groups[g->id] = NULL;
     free(g->devs);
     free(g);
+}
+
+void vfio_group_put_locked(struct vfio_group *g)
+{
+    g->refs--;
+    group_free_unused_locked(g);
 }
 
 static int bind_locked(struct vtio_vfio *v, struct vtio_device *dev)
@@ -138,8 +145,8 @@ static int bind_locked(struct vtio_vfio *v, struct vtio_device *dev)
     }
     if (rc < 0) {
         free(vd);
-        if (g && !g->refs)
-            vfio_group_put_locked((g->refs++, g));
+        if (g)
+            group_free_unused_locked(g);     /* made for this bind */
         return rc;
     }
     vd->group = g;

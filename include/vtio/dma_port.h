@@ -23,9 +23,18 @@
  *    message (it goes through vtio_dma_msi()); any other data access that
  *    touches the window, or that an IOMMU translates into it, is refused.
  *
+ * A malicious device model has two powers a compliant one never uses: it
+ * may put another function's requester id on its requests
+ * (vtio_dma_port_forge_rid) and it may go on issuing requests with bus
+ * mastering disabled (vtio_dma_port_ignore_bme).  What stands against the
+ * first is the fabric: a root or switch port with ACS Source Validation
+ * enabled drops a request whose requester id is not from below it.  The bus
+ * installs that check (vtio_dma_port_set_source_check); it runs only for a
+ * forged requester id, so honest traffic never pays for it.
+ *
  * Threads: a port may be used by many device threads at once; configuration
- * (bus master, translator) may change concurrently and takes effect for the
- * next access.
+ * (bus master, translator, forged id) may change concurrently and takes
+ * effect for the next access.
  */
 #ifndef VTIO_DMA_PORT_H
 #define VTIO_DMA_PORT_H
@@ -77,16 +86,29 @@ struct vtio_dma_port_stats {
     uint64_t faults;                 /* accesses refused (fault or hole) */
     uint64_t master_aborts;          /* accesses with bus mastering off */
     uint64_t msis;                   /* interrupt messages sent */
+    uint64_t source_violations;      /* forged requester ids the fabric dropped */
 };
+
+/*
+ * The fabric's check of a request's requester id (ACS Source Validation),
+ * called for a request whose requester id req_rid is not the function's
+ * own (rid).  Returns 0 to let it through, -EPERM to drop it.
+ */
+typedef int (*vtio_dma_source_check_fn)(void *opaque, uint16_t rid, uint16_t req_rid);
 
 struct vtio_dma_port {
     struct vtio_mem *mem;
     uint16_t rid;                                    /* requester id */
+    _Atomic uint16_t req_rid;                        /* what requests carry: rid
+                                                        unless forged */
     _Atomic(bool) bus_master;                        /* COMMAND.BME */
+    _Atomic(bool) ignore_bme;                        /* a malicious model's */
+    vtio_dma_source_check_fn source_check;           /* NULL: nothing checks */
+    void *source_opaque;
     _Atomic(const struct vtio_dma_translator *) xlat; /* NULL: no IOMMU */
     struct {
         _Atomic uint64_t reads, writes, bytes_read, bytes_written;
-        _Atomic uint64_t faults, master_aborts, msis;
+        _Atomic uint64_t faults, master_aborts, msis, source_violations;
     } stats;
 };
 
@@ -97,11 +119,19 @@ VTIO_API void vtio_dma_port_set_bus_master(struct vtio_dma_port *port, bool on);
 /* xlat must stay valid while set (NULL removes it). */
 VTIO_API void vtio_dma_port_set_translator(struct vtio_dma_port *port,
                                            const struct vtio_dma_translator *xlat);
+/* Set once by the bus that plugs the function in, before any access. */
+VTIO_API void vtio_dma_port_set_source_check(struct vtio_dma_port *port,
+                                             vtio_dma_source_check_fn fn, void *opaque);
+/* A malicious model's powers (see the top comment).  forge_rid(port,
+ * port->rid) stops forging. */
+VTIO_API void vtio_dma_port_forge_rid(struct vtio_dma_port *port, uint16_t rid);
+VTIO_API void vtio_dma_port_ignore_bme(struct vtio_dma_port *port, bool ignore);
 VTIO_API void vtio_dma_port_get_stats(struct vtio_dma_port *port,
                                       struct vtio_dma_port_stats *st);
 
 /*
- * Data movement.  All return 0, or: -EPERM bus mastering off; -EFAULT a hole
+ * Data movement.  All return 0, or: -EPERM bus mastering off, or a forged
+ * requester id the fabric dropped; -EFAULT a hole
  * or an unmapped IOVA; -EACCES an IOMMU permission fault; -EINVAL a range
  * that wraps.  On error nothing was read or written.
  */

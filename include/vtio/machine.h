@@ -9,6 +9,9 @@
  *                function of the segment is behind it (DMA and interrupts)
  *   MSI window   0xFEE00000-0xFEEFFFFF (the interrupt sink)
  *   DMA engines  00:03.0, 00:04.0, ...
+ *   with rogue:  a PCIe root port at 00:1c.0 (ACS with Source Validation,
+ *                secondary bus 1, as firmware numbered it) and behind it
+ *                the malicious device of include/vtio/dev/rogue.h at 01:00.0
  *
  * The VT-d unit powers on with translation and interrupt remapping off, so
  * until software programs it, DMA reaches physical memory unchanged and
@@ -32,6 +35,8 @@ struct vtio_mem;
 struct vtio_intr;
 struct vtio_pci_bus;
 struct vtio_dma_engine;
+struct vtio_pci_dev;
+struct vtio_rogue;
 
 #define VTIO_MACHINE_LOW_RAM_MAX   0xC0000000ull
 #define VTIO_MACHINE_HIGH_RAM_BASE 0x100000000ull
@@ -43,6 +48,8 @@ struct vtio_dma_engine;
 #define VTIO_MACHINE_VTD_BASE      0xFED90000ull
 #define VTIO_MACHINE_MAX_ENGINES   8
 #define VTIO_MACHINE_FIRST_DEV     3      /* device number of the first engine */
+#define VTIO_MACHINE_ROOT_PORT_DEV 0x1c   /* 00:1c.0, the rogue's root port */
+#define VTIO_MACHINE_ROGUE_BUS     1      /* the rogue is 01:00.0 */
 
 struct vtio_machine_config {
     uint64_t ram_size;       /* bytes, multiple of 2 MiB; 0 means 4 GiB */
@@ -50,6 +57,7 @@ struct vtio_machine_config {
     unsigned dma_engines;    /* 0..8 engines on bus 0 (use -1u for none); 0 means 1 */
     unsigned dma_channels;   /* channels per engine; 0 means 4 */
     bool no_iommu;           /* leave the VT-d unit out (DMA goes straight to RAM) */
+    bool rogue;              /* add the root port and the malicious device */
     struct vtio_vtd_caps vtd_caps;   /* what the unit implements; zero: defaults */
 };
 
@@ -96,6 +104,8 @@ struct vtio_machine {
     struct vtio_dma_engine *dma_engine[VTIO_MACHINE_MAX_ENGINES];
     unsigned n_dma_engines;
     struct vtio_vtd *vtd;    /* the VT-d unit; NULL with no_iommu */
+    struct vtio_pci_dev *root_port;   /* NULL without rogue */
+    struct vtio_rogue *rogue;         /* NULL without rogue */
     struct vtio_firmware fw;
 };
 

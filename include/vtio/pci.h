@@ -26,6 +26,12 @@
  *    while masked (per vector or by the function mask) stays pending and is
  *    sent when unmasked.
  *
+ * A PCI Express root port (vtio_pci_root_port_create) is a function with a
+ * type 1 header that names the buses below it, and an ACS capability whose
+ * Source Validation the bus enforces: a request from below the port that
+ * carries a requester id whose bus is not below it is dropped (see
+ * dma_port.h).
+ *
  * Threads: configuration accesses, BAR MMIO and vtio_pci_msix_notify() may
  * come from any thread; each function's state is guarded by its own lock,
  * which is never held while a device model callback or a DMA runs.
@@ -64,6 +70,8 @@ struct vtio_pci_dev;
 #define VTIO_PCI_CLASS_DEVICE    0x0a
 #define VTIO_PCI_HEADER_TYPE     0x0e
 #define  VTIO_PCI_HEADER_TYPE_MULTIFUNCTION 0x80
+#define  VTIO_PCI_HEADER_TYPE_NORMAL 0x00
+#define  VTIO_PCI_HEADER_TYPE_BRIDGE 0x01   /* type 1: PCI-to-PCI bridge */
 #define VTIO_PCI_BAR0            0x10
 #define  VTIO_PCI_BAR_MEM_TYPE_64 0x04
 #define  VTIO_PCI_BAR_MEM_PREFETCH 0x08
@@ -73,6 +81,20 @@ struct vtio_pci_dev;
 #define VTIO_PCI_CAPABILITY_LIST 0x34
 #define VTIO_PCI_INTERRUPT_LINE  0x3c
 #define VTIO_PCI_INTERRUPT_PIN   0x3d
+
+/* Type 1 (bridge) header. */
+#define VTIO_PCI_PRIMARY_BUS     0x18
+#define VTIO_PCI_SECONDARY_BUS   0x19
+#define VTIO_PCI_SUBORDINATE_BUS 0x1a
+#define VTIO_PCI_SEC_STATUS      0x1e
+#define VTIO_PCI_MEMORY_BASE     0x20
+#define VTIO_PCI_MEMORY_LIMIT    0x22
+#define VTIO_PCI_PREF_MEMORY_BASE  0x24
+#define VTIO_PCI_PREF_MEMORY_LIMIT 0x26
+#define VTIO_PCI_PREF_BASE_UPPER32  0x28
+#define VTIO_PCI_PREF_LIMIT_UPPER32 0x2c
+#define VTIO_PCI_BRIDGE_CONTROL  0x3e
+#define VTIO_PCI_CLASS_BRIDGE_PCI 0x060400  /* class code of a PCI-to-PCI bridge */
 
 #define VTIO_PCI_CAP_ID_MSI      0x05
 #define VTIO_PCI_CAP_ID_EXP      0x10
@@ -108,11 +130,36 @@ struct vtio_pci_dev;
 
 /* PCI Express capability (the parts vtio models). */
 #define VTIO_PCI_EXP_FLAGS       2
+#define  VTIO_PCI_EXP_FLAGS_TYPE 0x00f0     /* Device/Port Type */
+#define  VTIO_PCI_EXP_TYPE_ENDPOINT  0x0
+#define  VTIO_PCI_EXP_TYPE_ROOT_PORT 0x4
 #define VTIO_PCI_EXP_DEVCAP      4
 #define  VTIO_PCI_EXP_DEVCAP_FLR 0x10000000
 #define VTIO_PCI_EXP_DEVCTL      8
 #define  VTIO_PCI_EXP_DEVCTL_BCR_FLR 0x8000  /* initiate FLR (reads 0) */
 #define VTIO_PCI_EXP_DEVSTA      10
+
+/* Extended capabilities (PCIe Base 7.6.3): a list from 0x100, each header
+ * ID [15:0], version [19:16], next offset [31:20] (0 ends the list). */
+#define VTIO_PCI_EXT_CAP_START   0x100
+#define VTIO_PCI_EXT_CAP_ID(hdr)   ((hdr) & 0xffff)
+#define VTIO_PCI_EXT_CAP_NEXT(hdr) (((hdr) >> 20) & 0xffc)
+#define VTIO_PCI_EXT_CAP_ID_ACS  0x000d
+
+/* Access Control Services (PCIe Base 7.7.8): capability and control. */
+#define VTIO_PCI_ACS_CAP         0x04
+#define VTIO_PCI_ACS_CTRL        0x06
+#define  VTIO_PCI_ACS_SV         0x0001     /* Source Validation */
+#define  VTIO_PCI_ACS_TB         0x0002     /* Translation Blocking */
+#define  VTIO_PCI_ACS_RR         0x0004     /* P2P Request Redirect */
+#define  VTIO_PCI_ACS_CR         0x0008     /* P2P Completion Redirect */
+#define  VTIO_PCI_ACS_UF         0x0010     /* Upstream Forwarding */
+#define  VTIO_PCI_ACS_EC         0x0020     /* P2P Egress Control */
+#define  VTIO_PCI_ACS_DT         0x0040     /* Direct Translated P2P */
+
+/* The root port's identity. */
+#define VTIO_PCI_ROOT_PORT_VENDOR_ID 0x5654   /* "VT" */
+#define VTIO_PCI_ROOT_PORT_DEVICE_ID 0x0100
 
 /* One BAR as a device model declares it. */
 struct vtio_pci_bar_info {
@@ -166,6 +213,19 @@ VTIO_API uint16_t vtio_pci_bus_segment(const struct vtio_pci_bus *bus);
 VTIO_API int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
                                  const struct vtio_pci_dev_info *info,
                                  struct vtio_pci_dev **out);
+
+/*
+ * Plugs a PCI Express root port into slot (busno, devfn) with the buses
+ * [secondary, subordinate] below it, numbered as firmware would at boot.
+ * It has a type 1 header (class VTIO_PCI_CLASS_BRIDGE_PCI, no BARs), a PCI
+ * Express capability (Root Port) and an ACS extended capability offering
+ * SV, TB, RR, CR and UF, all off at power-on.
+ * @returns 0 and *out; -EINVAL busno < secondary <= subordinate does not
+ * hold or a bus is outside the segment; -EEXIST slot taken; -ENOMEM.
+ */
+VTIO_API int vtio_pci_root_port_create(struct vtio_pci_bus *bus, uint8_t busno,
+                                       uint8_t devfn, uint8_t secondary,
+                                       uint8_t subordinate, struct vtio_pci_dev **out);
 
 VTIO_API uint16_t vtio_pci_dev_rid(const struct vtio_pci_dev *dev);
 VTIO_API const char *vtio_pci_dev_name(const struct vtio_pci_dev *dev);

@@ -129,6 +129,13 @@ VTIO_API void vtio_pci_cfg_write16(const struct vtio_pci_function *fn, uint16_t 
 VTIO_API void vtio_pci_cfg_write8(const struct vtio_pci_function *fn, uint16_t off,
                                   uint8_t v);
 
+/* The offset of fn's first extended capability with this ID (PCIe Base
+ * 7.6.3, the list from 0x100), like Linux's pci_find_ext_capability().
+ * @returns the offset, or 0 if there is none (no PCI Express capability,
+ * an empty list, or a malformed one: the walk is bounded). */
+VTIO_API uint16_t vtio_pci_find_ext_capability(const struct vtio_pci_function *fn,
+                                               uint16_t id);
+
 /* Sets or clears COMMAND.BME (the function's DMA).  Read-modify-write under
  * the function's lock. */
 VTIO_API void vtio_pci_set_master(const struct vtio_pci_function *fn, bool on);

@@ -12,7 +12,8 @@
  *   3. the DMA layer (bounce pool, flush-queue timer, debugging), which
  *      must exist before the IOMMU core makes DMA domains;
  *   4. the VT-d driver, if firmware has a DMAR table and the options do not
- *      turn it off; it registers with the IOMMU core, which forms groups
+ *      turn it off (ACS is turned on first, as pci_request_acs() makes
+ *      Linux do); it registers with the IOMMU core, which forms groups
  *      and attaches default domains.  -ENODEV from it means "no IOMMU";
  *      any other error fails the boot.
  *
@@ -38,6 +39,7 @@
 #include "host/iommu/intel/intel_iommu.h"
 #include "host/iommu/iommu_priv.h"
 #include "host/mm/direct_map.h"
+#include "host/pci/pci_priv.h"
 #include "host/vfio/vfio_priv.h"
 #include "util/error.h"
 
@@ -118,6 +120,7 @@ static int boot_iommu(struct vtio_host *h)
 {
     if (h->opts.iommu_off || h->fw.dmar.n_drhd == 0)
         return 0;
+    vtio_pci_enable_acs(h);     /* pci_request_acs(): before groups form */
     int rc = intel_iommu_init(h);
     if (rc == -ENODEV) {
         vtio_host_log(h, VTIO_LOG_INFO, "DMAR: no IOMMU in use");

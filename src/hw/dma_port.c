@@ -20,8 +20,16 @@
  * its access_begin/access_end bracket, which is how an IOMMU knows which
  * DMA is in flight when it must wait for it after an invalidation.
  *
- * The port keeps no lock: bus mastering and the translator are atomics read
- * once per access, and the counters are relaxed atomics.
+ * The requester id is read once when an access begins and travels with it
+ * (struct request), so both passes and the translator's bracket name the
+ * same requester even if a malicious model changes it meanwhile.  A forged
+ * id (one that is not the function's own) first meets the fabric's source
+ * check, which may drop the request before anything is translated: the
+ * IOMMU never hears of it.  Honest traffic pays one relaxed load and a
+ * compare for this.
+ *
+ * The port keeps no lock: bus mastering, the translator and the requester id
+ * are atomics read once per access, and the counters are relaxed atomics.
  */
 #include <vtio/dma_port.h>
 #include <vtio/intr.h>
@@ -40,7 +48,9 @@ void vtio_dma_port_init(struct vtio_dma_port *port, struct vtio_mem *mem, uint16
     memset(port, 0, sizeof(*port));
     port->mem = mem;
     port->rid = rid;
+    atomic_init(&port->req_rid, rid);
     atomic_init(&port->bus_master, false);
+    atomic_init(&port->ignore_bme, false);
     atomic_init(&port->xlat, NULL);
 }
 
@@ -55,6 +65,23 @@ void vtio_dma_port_set_translator(struct vtio_dma_port *port,
     atomic_store_explicit(&port->xlat, xlat, memory_order_release);
 }
 
+void vtio_dma_port_set_source_check(struct vtio_dma_port *port,
+                                    vtio_dma_source_check_fn fn, void *opaque)
+{
+    port->source_check = fn;
+    port->source_opaque = opaque;
+}
+
+void vtio_dma_port_forge_rid(struct vtio_dma_port *port, uint16_t rid)
+{
+    atomic_store_explicit(&port->req_rid, rid, memory_order_relaxed);
+}
+
+void vtio_dma_port_ignore_bme(struct vtio_dma_port *port, bool ignore)
+{
+    atomic_store_explicit(&port->ignore_bme, ignore, memory_order_relaxed);
+}
+
 void vtio_dma_port_get_stats(struct vtio_dma_port *port, struct vtio_dma_port_stats *st)
 {
     st->reads = atomic_load(&port->stats.reads);
@@ -64,19 +91,35 @@ void vtio_dma_port_get_stats(struct vtio_dma_port *port, struct vtio_dma_port_st
     st->faults = atomic_load(&port->stats.faults);
     st->master_aborts = atomic_load(&port->stats.master_aborts);
     st->msis = atomic_load(&port->stats.msis);
+    st->source_violations = atomic_load(&port->stats.source_violations);
 }
 
 /* ------------------------------------------------------------------------
  * Translation and checking.
  */
 
-/* Loads the translator for one access and opens its bracket. */
-static const struct vtio_dma_translator *access_begin(struct vtio_dma_port *port)
+/* One access as it leaves the function: the translator that will answer
+ * for it and the requester id it carries, both fixed when it begins. */
+struct request {
+    const struct vtio_dma_translator *xl;
+    uint16_t rid;
+};
+
+static struct request request_of(struct vtio_dma_port *port)
 {
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
-    if (xl && xl->ops->access_begin)
-        xl->ops->access_begin(xl->opaque);
-    return xl;
+    return (struct request){
+        .xl = atomic_load(&port->xlat),
+        .rid = atomic_load_explicit(&port->req_rid, memory_order_relaxed),
+    };
+}
+
+/* Starts one access: fixes its request and opens the translator's bracket. */
+static struct request access_begin(struct vtio_dma_port *port)
+{
+    struct request rq = request_of(port);
+    if (rq.xl && rq.xl->ops->access_begin)
+        rq.xl->ops->access_begin(rq.xl->opaque);
+    return rq;
 }
 
 static void access_end(const struct vtio_dma_translator *xl)
@@ -86,16 +129,16 @@ static void access_end(const struct vtio_dma_translator *xl)
 }
 
 /* Translates the piece of [iova, iova + len) that starts at iova. */
-static int xlate(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
-                 uint64_t iova, uint64_t len, enum vtio_dma_access access,
-                 uint64_t *pa, uint64_t *span)
+static int xlate(const struct request *rq, uint64_t iova, uint64_t len,
+                 enum vtio_dma_access access, uint64_t *pa, uint64_t *span)
 {
+    const struct vtio_dma_translator *xl = rq->xl;
     if (!xl) {
         *pa = iova;
         *span = len;
         return 0;
     }
-    int ret = xl->ops->translate(xl->opaque, port->rid, iova, len, access, pa, span);
+    int ret = xl->ops->translate(xl->opaque, rq->rid, iova, len, access, pa, span);
     if (ret == 0 && (*span == 0 || *span > len))
         ret = -EFAULT;      /* a translator that answers nothing moves nothing */
     return ret;
@@ -107,16 +150,35 @@ static bool in_msi_window(uint64_t addr, uint64_t len)
            VTIO_MSI_WINDOW_BASE < addr + len;
 }
 
-/* The common gate of every access: bus mastering and the range itself. */
-static int gate(struct vtio_dma_port *port, uint64_t addr, uint64_t len)
+/* Whether the request may leave the function at all: bus mastering (unless
+ * the model ignores it) and, for a forged requester id, the fabric's source
+ * check.  A dropped request is never translated. */
+static int requester_ok(struct vtio_dma_port *port, const struct request *rq)
 {
-    if (!atomic_load_explicit(&port->bus_master, memory_order_acquire)) {
+    if (!atomic_load_explicit(&port->bus_master, memory_order_acquire) &&
+        !atomic_load_explicit(&port->ignore_bme, memory_order_relaxed)) {
         COUNT(port, master_aborts, 1);
         return -EPERM;
     }
-    if (len && addr + len - 1 < addr)
-        return -EINVAL;
+    if (rq->rid != port->rid && port->source_check &&
+        port->source_check(port->source_opaque, port->rid, rq->rid) < 0) {
+        COUNT(port, source_violations, 1);
+        return -EPERM;
+    }
     return 0;
+}
+
+static int range_ok(uint64_t addr, uint64_t len)
+{
+    return len && addr + len - 1 < addr ? -EINVAL : 0;
+}
+
+/* The common gate of every access: the requester, then the range itself. */
+static int gate(struct vtio_dma_port *port, const struct request *rq, uint64_t addr,
+                uint64_t len)
+{
+    int ret = requester_ok(port, rq);
+    return ret < 0 ? ret : range_ok(addr, len);
 }
 
 /* The first byte of [pa, pa + len) that is in no region (len if none). */
@@ -138,16 +200,16 @@ static uint64_t mapped_prefix(struct vtio_mem *mem, uint64_t pa, uint64_t len)
 /* First pass: every byte translates and lands in RAM or MMIO.  On failure
  * *fault (if not NULL) is the first device address refused; translation
  * stops at the first refused piece, so an IOMMU records one fault. */
-static int check_range(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int check_range(struct vtio_dma_port *port, const struct request *rq,
                        uint64_t addr, uint64_t len, enum vtio_dma_access access,
                        uint64_t *fault)
 {
     while (len) {
         uint64_t pa, span;
-        int ret = xlate(port, xl, addr, len, access, &pa, &span);
+        int ret = xlate(rq, addr, len, access, &pa, &span);
         /* A translation into the interrupt window is undefined in VT-d
          * (software must not map it); vtio refuses it. */
-        if (ret == 0 && xl && in_msi_window(pa, span))
+        if (ret == 0 && rq->xl && in_msi_window(pa, span))
             ret = -EFAULT;
         uint64_t ok = ret == 0 ? mapped_prefix(port->mem, pa, span) : 0;
         if (ret == 0 && ok < span)
@@ -164,13 +226,14 @@ static int check_range(struct vtio_dma_port *port, const struct vtio_dma_transla
 }
 
 /* A data write must not touch the interrupt window (see the top comment). */
-static int check_target(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int check_target(struct vtio_dma_port *port, const struct request *rq,
                         uint64_t addr, uint64_t len, uint64_t *fault)
 {
     const uint64_t win = VTIO_MSI_WINDOW_BASE;
     if (in_msi_window(addr, len)) {
         /* The part below the window first: *fault is the first byte refused. */
-        int ret = addr < win ? check_range(port, xl, addr, win - addr, VTIO_DMA_WRITE, fault) : 0;
+        int ret = addr < win ? check_range(port, rq, addr, win - addr, VTIO_DMA_WRITE, fault)
+                             : 0;
         if (ret < 0)
             return ret;
         COUNT(port, faults, 1);
@@ -178,18 +241,18 @@ static int check_target(struct vtio_dma_port *port, const struct vtio_dma_transl
             *fault = addr > win ? addr : win;
         return -EFAULT;
     }
-    return check_range(port, xl, addr, len, VTIO_DMA_WRITE, fault);
+    return check_range(port, rq, addr, len, VTIO_DMA_WRITE, fault);
 }
 
-static int do_check(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int do_check(struct vtio_dma_port *port, const struct request *rq,
                     uint64_t addr, uint64_t len, enum vtio_dma_access access, uint64_t *fault)
 {
-    int ret = gate(port, addr, len);
+    int ret = gate(port, rq, addr, len);
     if (ret < 0 && fault)
         *fault = addr;
     if (ret == 0)
-        ret = access == VTIO_DMA_WRITE ? check_target(port, xl, addr, len, fault)
-                                       : check_range(port, xl, addr, len, access, fault);
+        ret = access == VTIO_DMA_WRITE ? check_target(port, rq, addr, len, fault)
+                                       : check_range(port, rq, addr, len, access, fault);
     return ret;
 }
 
@@ -204,12 +267,12 @@ struct segment {
     uint8_t *host;
 };
 
-static int segment_at(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int segment_at(struct vtio_dma_port *port, const struct request *rq,
                       uint64_t addr, uint64_t len, enum vtio_dma_access access,
                       struct segment *seg)
 {
     uint64_t span;
-    int ret = xlate(port, xl, addr, len, access, &seg->pa, &span);
+    int ret = xlate(rq, addr, len, access, &seg->pa, &span);
     if (ret < 0)
         return ret;
     void *host;
@@ -222,12 +285,12 @@ static int segment_at(struct vtio_dma_port *port, const struct vtio_dma_translat
     return 0;
 }
 
-static int move_in(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int move_in(struct vtio_dma_port *port, const struct request *rq,
                    uint64_t addr, uint8_t *buf, uint64_t len)
 {
     while (len) {
         struct segment s;
-        int ret = segment_at(port, xl, addr, len, VTIO_DMA_READ, &s);
+        int ret = segment_at(port, rq, addr, len, VTIO_DMA_READ, &s);
         if (ret < 0)
             return ret;
         if (s.host)
@@ -239,12 +302,12 @@ static int move_in(struct vtio_dma_port *port, const struct vtio_dma_translator 
     return 0;
 }
 
-static int move_out(struct vtio_dma_port *port, const struct vtio_dma_translator *xl,
+static int move_out(struct vtio_dma_port *port, const struct request *rq,
                     uint64_t addr, const uint8_t *buf, uint64_t len)
 {
     while (len) {
         struct segment s;
-        int ret = segment_at(port, xl, addr, len, VTIO_DMA_WRITE, &s);
+        int ret = segment_at(port, rq, addr, len, VTIO_DMA_WRITE, &s);
         if (ret < 0)
             return ret;
         if (s.host)
@@ -256,14 +319,31 @@ static int move_out(struct vtio_dma_port *port, const struct vtio_dma_translator
     return 0;
 }
 
-static int do_read(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr, void *buf,
-                   size_t len)
+/* An interrupt message that has passed the gate: the translator may remap
+ * or block it (-ENOSYS: it lets the write go on to the window). */
+static int send_msi(struct vtio_dma_port *port, const struct request *rq, uint64_t addr,
+                    uint32_t data)
 {
-    int ret = gate(port, addr, len);
+    int ret = -ENOSYS;
+    if (rq->xl && rq->xl->ops->msi)
+        ret = rq->xl->ops->msi(rq->xl->opaque, rq->rid, addr, data);
+    if (ret == -ENOSYS)
+        ret = vtio_mem_dev_write(port->mem, addr, &data, 4);
     if (ret == 0)
-        ret = check_range(port, xl, addr, len, VTIO_DMA_READ, NULL);
+        COUNT(port, msis, 1);
+    else
+        COUNT(port, faults, 1);
+    return ret;
+}
+
+static int do_read(struct vtio_dma_port *port, const struct request *rq, uint64_t addr,
+                   void *buf, size_t len)
+{
+    int ret = gate(port, rq, addr, len);
     if (ret == 0)
-        ret = move_in(port, xl, addr, buf, len);
+        ret = check_range(port, rq, addr, len, VTIO_DMA_READ, NULL);
+    if (ret == 0)
+        ret = move_in(port, rq, addr, buf, len);
     if (ret == 0) {
         COUNT(port, reads, 1);
         COUNT(port, bytes_read, len);
@@ -271,10 +351,10 @@ static int do_read(struct vtio_dma_port *port, const struct vtio_dma_translator 
     return ret;
 }
 
-static int do_write(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t addr,
+static int do_write(struct vtio_dma_port *port, const struct request *rq, uint64_t addr,
                     const void *buf, size_t len)
 {
-    int ret = gate(port, addr, len);
+    int ret = gate(port, rq, addr, len);
     if (ret < 0)
         return ret;
     if (in_msi_window(addr, len)) {
@@ -284,11 +364,11 @@ static int do_write(struct vtio_dma_port *port, const struct vtio_dma_translator
             return -EFAULT;
         }
         memcpy(&data, buf, 4);
-        return vtio_dma_msi(port, addr, data);
+        return send_msi(port, rq, addr, data);
     }
-    ret = check_range(port, xl, addr, len, VTIO_DMA_WRITE, NULL);
+    ret = check_range(port, rq, addr, len, VTIO_DMA_WRITE, NULL);
     if (ret == 0)
-        ret = move_out(port, xl, addr, buf, len);
+        ret = move_out(port, rq, addr, buf, len);
     if (ret == 0) {
         COUNT(port, writes, 1);
         COUNT(port, bytes_written, len);
@@ -300,23 +380,23 @@ static int do_write(struct vtio_dma_port *port, const struct vtio_dma_translator
  * The device-internal operations walk two ranges (or one) segment by
  * segment; where a segment is not RAM they stage through a small buffer.
  */
-static int do_copy(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t dst, uint64_t src,
-                   uint64_t len, enum vtio_dma_access *which)
+static int do_copy(struct vtio_dma_port *port, const struct request *rq, uint64_t dst,
+                   uint64_t src, uint64_t len, enum vtio_dma_access *which)
 {
     enum vtio_dma_access side = VTIO_DMA_READ;
-    int ret = gate(port, src, len);
+    int ret = gate(port, rq, src, len);
     if (ret == 0)
-        ret = gate(port, dst, len);
-    if (ret == 0 && (ret = check_range(port, xl, src, len, VTIO_DMA_READ, NULL)) == 0 &&
-        (ret = check_target(port, xl, dst, len, NULL)) < 0)
+        ret = range_ok(dst, len);
+    if (ret == 0 && (ret = check_range(port, rq, src, len, VTIO_DMA_READ, NULL)) == 0 &&
+        (ret = check_target(port, rq, dst, len, NULL)) < 0)
         side = VTIO_DMA_WRITE;
     while (ret == 0 && len) {
         struct segment s, d;
-        if ((ret = segment_at(port, xl, src, len, VTIO_DMA_READ, &s)) < 0) {
+        if ((ret = segment_at(port, rq, src, len, VTIO_DMA_READ, &s)) < 0) {
             side = VTIO_DMA_READ;
             break;
         }
-        if ((ret = segment_at(port, xl, dst, len, VTIO_DMA_WRITE, &d)) < 0) {
+        if ((ret = segment_at(port, rq, dst, len, VTIO_DMA_WRITE, &d)) < 0) {
             side = VTIO_DMA_WRITE;
             break;
         }
@@ -330,8 +410,8 @@ static int do_copy(struct vtio_dma_port *port, const struct vtio_dma_translator 
         } else {
             uint8_t bounce[64];
             n = n < sizeof(bounce) ? n : sizeof(bounce);
-            if ((ret = move_in(port, xl, src, bounce, n)) < 0 ||
-                (ret = move_out(port, xl, dst, bounce, n)) < 0)
+            if ((ret = move_in(port, rq, src, bounce, n)) < 0 ||
+                (ret = move_out(port, rq, dst, bounce, n)) < 0)
                 break;
         }
         COUNT(port, bytes_read, n);
@@ -347,12 +427,12 @@ static int do_copy(struct vtio_dma_port *port, const struct vtio_dma_translator 
     return ret;
 }
 
-static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t dst, uint64_t pattern,
-                   uint64_t len)
+static int do_fill(struct vtio_dma_port *port, const struct request *rq, uint64_t dst,
+                   uint64_t pattern, uint64_t len)
 {
-    int ret = gate(port, dst, len);
+    int ret = gate(port, rq, dst, len);
     if (ret == 0)
-        ret = check_target(port, xl, dst, len, NULL);
+        ret = check_target(port, rq, dst, len, NULL);
     /* A pattern buffer whose byte i is pattern byte i % 8, with 8 bytes of
      * slack so a segment at any transfer offset starts at the right phase. */
     uint64_t buf[513];
@@ -362,7 +442,7 @@ static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator 
     uint64_t done = 0;
     while (ret == 0 && done < len) {
         struct segment d;
-        if ((ret = segment_at(port, xl, dst + done, len - done, VTIO_DMA_WRITE, &d)) < 0)
+        if ((ret = segment_at(port, rq, dst + done, len - done, VTIO_DMA_WRITE, &d)) < 0)
             break;
         uint64_t left = d.len;
         while (left && ret == 0) {
@@ -371,7 +451,7 @@ static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator 
             if (d.host)
                 vtio_ram_store(d.host + (d.len - left), from, n);
             else
-                ret = move_out(port, xl, dst + done, from, n);
+                ret = move_out(port, rq, dst + done, from, n);
             done += n, left -= n;
         }
     }
@@ -382,26 +462,26 @@ static int do_fill(struct vtio_dma_port *port, const struct vtio_dma_translator 
     return ret;
 }
 
-static int do_compare(struct vtio_dma_port *port, const struct vtio_dma_translator *xl, uint64_t a, uint64_t b,
-                      uint64_t len, uint64_t *diff)
+static int do_compare(struct vtio_dma_port *port, const struct request *rq, uint64_t a,
+                      uint64_t b, uint64_t len, uint64_t *diff)
 {
-    int ret = gate(port, a, len);
-    if (ret == 0 && (ret = gate(port, b, len)) == 0 &&
-        (ret = check_range(port, xl, a, len, VTIO_DMA_READ, NULL)) == 0)
-        ret = check_range(port, xl, b, len, VTIO_DMA_READ, NULL);
+    int ret = gate(port, rq, a, len);
+    if (ret == 0 && (ret = range_ok(b, len)) == 0 &&
+        (ret = check_range(port, rq, a, len, VTIO_DMA_READ, NULL)) == 0)
+        ret = check_range(port, rq, b, len, VTIO_DMA_READ, NULL);
     uint64_t off = 0;
     while (ret == 0 && off < len) {
         uint8_t ba[64], bb[64];
         struct segment sa, sb;
-        if ((ret = segment_at(port, xl, a + off, len - off, VTIO_DMA_READ, &sa)) < 0 ||
-            (ret = segment_at(port, xl, b + off, len - off, VTIO_DMA_READ, &sb)) < 0)
+        if ((ret = segment_at(port, rq, a + off, len - off, VTIO_DMA_READ, &sa)) < 0 ||
+            (ret = segment_at(port, rq, b + off, len - off, VTIO_DMA_READ, &sb)) < 0)
             break;
         uint64_t n = sa.len < sb.len ? sa.len : sb.len;
         const uint8_t *pa = sa.host, *pb = sb.host;
         if (!pa || !pb) {
             n = n < sizeof(ba) ? n : sizeof(ba);
-            if ((ret = move_in(port, xl, a + off, ba, n)) < 0 ||
-                (ret = move_in(port, xl, b + off, bb, n)) < 0)
+            if ((ret = move_in(port, rq, a + off, ba, n)) < 0 ||
+                (ret = move_in(port, rq, b + off, bb, n)) < 0)
                 break;
             pa = ba, pb = bb;
         }
@@ -425,65 +505,55 @@ static int do_compare(struct vtio_dma_port *port, const struct vtio_dma_translat
  */
 #define BRACKETED(call)                                                        \
     do {                                                                       \
-        const struct vtio_dma_translator *xl = access_begin(port);            \
+        const struct request rq_ = access_begin(port);                        \
+        const struct request *rq = &rq_;                                       \
         int ret = call;                                                        \
-        access_end(xl);                                                        \
+        access_end(rq->xl);                                                    \
         return ret;                                                            \
     } while (0)
 
 int vtio_dma_check(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                    enum vtio_dma_access access)
 {
-    BRACKETED(do_check(port, xl, addr, len, access, NULL));
+    BRACKETED(do_check(port, rq, addr, len, access, NULL));
 }
 
 int vtio_dma_find_fault(struct vtio_dma_port *port, uint64_t addr, uint64_t len,
                         enum vtio_dma_access access, uint64_t *fault)
 {
-    BRACKETED(do_check(port, xl, addr, len, access, fault));
+    BRACKETED(do_check(port, rq, addr, len, access, fault));
 }
 
 int vtio_dma_read(struct vtio_dma_port *port, uint64_t addr, void *buf, size_t len)
 {
-    BRACKETED(do_read(port, xl, addr, buf, len));
+    BRACKETED(do_read(port, rq, addr, buf, len));
 }
 
 int vtio_dma_write(struct vtio_dma_port *port, uint64_t addr, const void *buf, size_t len)
 {
-    BRACKETED(do_write(port, xl, addr, buf, len));
+    BRACKETED(do_write(port, rq, addr, buf, len));
 }
 
 int vtio_dma_copy(struct vtio_dma_port *port, uint64_t dst, uint64_t src, uint64_t len,
                   enum vtio_dma_access *which)
 {
-    BRACKETED(do_copy(port, xl, dst, src, len, which));
+    BRACKETED(do_copy(port, rq, dst, src, len, which));
 }
 
 int vtio_dma_fill(struct vtio_dma_port *port, uint64_t dst, uint64_t pattern, uint64_t len)
 {
-    BRACKETED(do_fill(port, xl, dst, pattern, len));
+    BRACKETED(do_fill(port, rq, dst, pattern, len));
 }
 
 int vtio_dma_compare(struct vtio_dma_port *port, uint64_t a, uint64_t b, uint64_t len,
                      uint64_t *diff)
 {
-    BRACKETED(do_compare(port, xl, a, b, len, diff));
+    BRACKETED(do_compare(port, rq, a, b, len, diff));
 }
 
 int vtio_dma_msi(struct vtio_dma_port *port, uint64_t addr, uint32_t data)
 {
-    int ret = gate(port, addr, 4);
-    if (ret < 0)
-        return ret;
-    const struct vtio_dma_translator *xl = atomic_load(&port->xlat);
-    ret = -ENOSYS;
-    if (xl && xl->ops->msi)
-        ret = xl->ops->msi(xl->opaque, port->rid, addr, data);
-    if (ret == -ENOSYS)
-        ret = vtio_mem_dev_write(port->mem, addr, &data, 4);
-    if (ret == 0)
-        COUNT(port, msis, 1);
-    else
-        COUNT(port, faults, 1);
-    return ret;
+    const struct request rq = request_of(port);
+    int ret = gate(port, &rq, addr, 4);
+    return ret < 0 ? ret : send_msi(port, &rq, addr, data);
 }

@@ -10,11 +10,17 @@
  * error the unit reports as a table access error), and the messages it
  * sends (fault events, remapped interrupts) are 4-byte writes into the
  * interrupt window, where the sink picks them up.  Every function of the
- * segment (DMA engines are the only ones) has the unit as the translator of
- * its DMA port: the DMAR table says INCLUDE_PCI_ALL.
+ * segment (DMA engines, and with config.rogue the root port and the rogue)
+ * has the unit as the translator of its DMA port: the DMAR table says
+ * INCLUDE_PCI_ALL.
+ *
+ * With config.rogue the machine plays firmware for the root port: it numbers
+ * the bus below it (VTIO_MACHINE_ROGUE_BUS) when it creates it, as a BIOS
+ * does before the OS boots.  ACS is left off; enabling it is the OS's job.
  */
 #include <vtio/machine.h>
 #include <vtio/dev/dma_engine.h>
+#include <vtio/dev/rogue.h>
 #include <vtio/intr.h>
 #include <vtio/mem.h>
 #include <vtio/pci.h>
@@ -85,6 +91,29 @@ static int add_vtd(struct vtio_machine *m, const struct vtio_vtd_caps *caps)
     return 0;
 }
 
+/* INCLUDE_PCI_ALL: the unit, if any, translates every function's DMA. */
+static void behind_iommu(struct vtio_machine *m, struct vtio_pci_dev *dev)
+{
+    if (m->vtd)
+        vtio_dma_port_set_translator(vtio_pci_dev_dma_port(dev), vtio_vtd_translator(m->vtd));
+}
+
+/* The root port at 00:1c.0 and, below it, the rogue at 01:00.0. */
+static int add_rogue(struct vtio_machine *m)
+{
+    const uint8_t port_devfn = VTIO_PCI_DEVFN(VTIO_MACHINE_ROOT_PORT_DEV, 0);
+    int ret = vtio_pci_root_port_create(m->pci, 0, port_devfn, VTIO_MACHINE_ROGUE_BUS,
+                                        VTIO_MACHINE_ROGUE_BUS, &m->root_port);
+    if (ret < 0)
+        return ret;
+    behind_iommu(m, m->root_port);
+    ret = vtio_rogue_create(m->pci, VTIO_MACHINE_ROGUE_BUS, VTIO_PCI_DEVFN(0, 0), &m->rogue);
+    if (ret < 0)
+        return ret;
+    behind_iommu(m, vtio_rogue_pci(m->rogue));
+    return 0;
+}
+
 int vtio_machine_create(const struct vtio_machine_config *cfg, struct vtio_machine **out)
 {
     struct vtio_machine_config c = cfg ? *cfg : (struct vtio_machine_config){ 0 };
@@ -142,12 +171,10 @@ int vtio_machine_create(const struct vtio_machine_config *cfg, struct vtio_machi
         if (ret < 0)
             goto fail;
         m->n_dma_engines++;
-        /* INCLUDE_PCI_ALL: the unit translates this function's DMA. */
-        if (m->vtd)
-            vtio_dma_port_set_translator(
-                vtio_pci_dev_dma_port(vtio_dma_engine_pci(m->dma_engine[i])),
-                vtio_vtd_translator(m->vtd));
+        behind_iommu(m, vtio_dma_engine_pci(m->dma_engine[i]));
     }
+    if (c.rogue && (ret = add_rogue(m)) < 0)
+        goto fail;
     *out = m;
     return 0;
 fail:
@@ -161,6 +188,7 @@ void vtio_machine_destroy(struct vtio_machine *m)
         return;
     for (unsigned i = 0; i < m->n_dma_engines; i++)
         vtio_dma_engine_destroy(m->dma_engine[i]);
+    vtio_rogue_destroy(m->rogue);
     /* The bus (and with it every DMA port that names the unit) goes before
      * the unit. */
     if (m->pci)

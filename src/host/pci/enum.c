@@ -106,6 +106,25 @@ int vtio_pci_bar_mmio(const struct vtio_pci_function *fn, unsigned bar,
     return 0;
 }
 
+uint16_t vtio_pci_find_ext_capability(const struct vtio_pci_function *fn, uint16_t id)
+{
+    if (!fn || !fn->cap_exp)
+        return 0;               /* conventional PCI: no extended space */
+    uint16_t pos = VTIO_PCI_EXT_CAP_START;
+    /* Each capability takes at least 4 bytes: a longer walk is a loop. */
+    for (unsigned ttl = (VTIO_PCIE_CFG_SIZE - VTIO_PCI_EXT_CAP_START) / 4; ttl; ttl--) {
+        uint32_t hdr = vtio_pci_cfg_read32(fn, pos);
+        if (hdr == 0 || hdr == ~0u)
+            return 0;
+        if (VTIO_PCI_EXT_CAP_ID(hdr) == id)
+            return pos;
+        pos = (uint16_t)VTIO_PCI_EXT_CAP_NEXT(hdr);
+        if (pos < VTIO_PCI_EXT_CAP_START)
+            return 0;
+    }
+    return 0;
+}
+
 /* ---- lookup */
 
 unsigned vtio_pci_count(const struct vtio_pci_enum *e)

@@ -1,6 +1,7 @@
 /*
  * Private state shared by the PCI enumeration (enum.c) and its MSI-X/MSI
- * interrupt code (irq.c).  Not part of the public API.
+ * interrupt code (irq.c), and boot's ACS enabling (acs.c).  Not part of the
+ * public API.
  *
  * Each function found gets a vtio_pci_fn_priv: its lock serialises
  * read-modify-write of COMMAND and all MSI-X/MSI state changes of that
@@ -63,5 +64,10 @@ struct vtio_pci_enum {
 /* Frees the function's vectors and turns MSI-X or MSI off, whichever is
  * on (irq.c).  Called with the function's lock held. */
 void vtio_pci_irqs_teardown_locked(const struct vtio_pci_function *fn);
+
+/* Turns on ACS Source Validation, P2P Request/Completion Redirect and
+ * Upstream Forwarding, where offered, on every function h->pci found (acs.c);
+ * boot calls it when an IOMMU is to be used, before groups are formed. */
+void vtio_pci_enable_acs(struct vtio_host *h);
 
 #endif

@@ -7,7 +7,12 @@
  * vtio_pci_bus_destroy(): functions are never unplugged one by one, so a
  * pointer read from the table stays valid for the life of the bus.  Filling
  * is serialised by slot_lock and published with a release store; readers
- * (ECAM on any CPU thread, vtio_pci_bus_find) take no lock.
+ * (ECAM on any CPU thread, vtio_pci_bus_find) take no lock.  Bridges are
+ * also kept on a list of their own, published the same way, for the source
+ * check (bridge.c) to find the ports above a function.
+ *
+ * Every function's DMA port gets the bus's source check when the function is
+ * made, before it is published, so no request ever goes out unchecked.
  *
  * ECAM: the window at ecam_base maps, for bus b, devfn df and register r,
  *     offset = (b - bus_start) << 20 | df << 12 | r
@@ -156,6 +161,7 @@ struct vtio_pci_bus *vtio_pci_bus_create(struct vtio_mem *mem, uint16_t segment,
         return NULL;
     }
     pthread_mutex_init(&bus->slot_lock, NULL);
+    atomic_init(&bus->bridges, NULL);
 
     int rc = vtio_mem_add_mmio(mem, ecam_base, bus->ecam_size, &ecam_ops, bus, "pci-ecam");
     if (rc < 0) {
@@ -203,12 +209,13 @@ uint16_t vtio_pci_bus_segment(const struct vtio_pci_bus *bus)
 
 /* ---- functions */
 
-int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
-                        const struct vtio_pci_dev_info *info, struct vtio_pci_dev **out)
+int vtio_pcibus_dev_alloc(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
+                          const struct vtio_pci_dev_info *info, bool is_bridge,
+                          struct vtio_pci_dev **out)
 {
     int rc;
 
-    if (!bus || !info || !out)
+    if (!bus || !info)
         return vtio_fail(-EINVAL, "pci: vtio_pci_dev_create needs a bus, info and out");
     if (!bus_in_range(bus, busno))
         return vtio_fail(-EINVAL, "pci: bus %u is outside the segment's buses [%u, %u]", busno,
@@ -228,13 +235,23 @@ int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
     dev->rid = VTIO_PCI_RID(busno, devfn >> 3, devfn);
     dev->info = *info;
     dev->info.name = dev->name;
+    dev->is_bridge = is_bridge;
     pthread_mutex_init(&dev->lock, NULL);
     vtio_dma_port_init(&dev->port, bus->mem, dev->rid);
+    vtio_dma_port_set_source_check(&dev->port, vtio_pcibus_source_check, bus);
     if ((rc = vtio_pcibus_msix_alloc(dev)) < 0) {
         dev_free(dev);
         return rc;
     }
     vtio_pcibus_config_build(dev);
+    *out = dev;
+    return 0;
+}
+
+int vtio_pcibus_dev_publish(struct vtio_pci_dev *dev, struct vtio_pci_dev **out)
+{
+    struct vtio_pci_bus *bus = dev->bus;
+    uint8_t busno = (uint8_t)VTIO_PCI_RID_BUS(dev->rid), devfn = (uint8_t)dev->rid;
 
     pthread_mutex_lock(&bus->slot_lock);
     _Atomic(struct vtio_pci_dev *) *s = slot(bus, busno, devfn);
@@ -245,9 +262,23 @@ int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
                          devfn & 7);
     }
     atomic_store_explicit(s, dev, memory_order_release);
+    if (dev->is_bridge) {
+        dev->next_bridge = atomic_load_explicit(&bus->bridges, memory_order_relaxed);
+        atomic_store_explicit(&bus->bridges, dev, memory_order_release);
+    }
     pthread_mutex_unlock(&bus->slot_lock);
     *out = dev;
     return 0;
+}
+
+int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
+                        const struct vtio_pci_dev_info *info, struct vtio_pci_dev **out)
+{
+    if (!out)
+        return vtio_fail(-EINVAL, "pci: vtio_pci_dev_create needs a bus, info and out");
+    struct vtio_pci_dev *dev;
+    int rc = vtio_pcibus_dev_alloc(bus, busno, devfn, info, false, &dev);
+    return rc < 0 ? rc : vtio_pcibus_dev_publish(dev, out);
 }
 
 uint16_t vtio_pci_dev_rid(const struct vtio_pci_dev *dev)

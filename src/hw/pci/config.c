@@ -21,7 +21,9 @@
  * PCI Express (version 2, endpoint, FLR capable), MSI if the device has MSI
  * vectors, MSI-X if it has MSI-X vectors.  The extended space
  * (0x100..0xFFF) is all zeros: its first header reads 0, which tells
- * software there are no extended capabilities.
+ * software there are no extended capabilities.  A bridge (bridge.c) then
+ * turns that into a root port: type 1 header, Root Port capability without
+ * FLR, ACS in the extended space.
  *
  * Invariant: dev->lock is held for every access to cfg, and released before
  * the device's reset callback runs or pending messages are sent.
@@ -61,20 +63,17 @@
 
 static void set8(struct vtio_pci_dev *dev, unsigned off, uint8_t v, uint8_t wmask)
 {
-    dev->cfg[off] = v;
-    dev->wmask[off] = wmask;
+    vtio_pcibus_init_reg(dev, off, 1, v, wmask);
 }
 
 static void set16(struct vtio_pci_dev *dev, unsigned off, uint16_t v, uint16_t wmask)
 {
-    vtio_pcibus_le_put(dev->cfg + off, v, 2);
-    vtio_pcibus_le_put(dev->wmask + off, wmask, 2);
+    vtio_pcibus_init_reg(dev, off, 2, v, wmask);
 }
 
 static void set32(struct vtio_pci_dev *dev, unsigned off, uint32_t v, uint32_t wmask)
 {
-    vtio_pcibus_le_put(dev->cfg + off, v, 4);
-    vtio_pcibus_le_put(dev->wmask + off, wmask, 4);
+    vtio_pcibus_init_reg(dev, off, 4, v, wmask);
 }
 
 static unsigned log2u(unsigned v)
@@ -190,6 +189,8 @@ void vtio_pcibus_config_build(struct vtio_pci_dev *dev)
     set8(dev, VTIO_PCI_CAPABILITY_LIST, (uint8_t)caps[0], 0);
     for (unsigned i = 0; i < ncaps; i++)
         set8(dev, caps[i] + 1, i + 1 < ncaps ? (uint8_t)caps[i + 1] : 0, 0);
+    if (dev->is_bridge)
+        vtio_pcibus_bridge_build(dev);
 
     memcpy(dev->cfg_reset, dev->cfg, sizeof(dev->cfg));
 }
@@ -228,6 +229,13 @@ static void reset_locked(struct vtio_pci_dev *dev)
     vtio_dma_port_set_bus_master(&dev->port, false);
 }
 
+/* Whether writing DEVCTL.BCR_FLR resets the function (DEVCAP says so). */
+static bool flr_capable_locked(const struct vtio_pci_dev *dev)
+{
+    return vtio_pcibus_config_get32_locked(dev, dev->exp_cap + VTIO_PCI_EXP_DEVCAP) &
+           VTIO_PCI_EXP_DEVCAP_FLR;
+}
+
 static void run_device_reset(struct vtio_pci_dev *dev)
 {
     if (dev->info.reset)
@@ -250,7 +258,7 @@ void vtio_pcibus_config_write(struct vtio_pci_dev *dev, uint16_t off, uint32_t v
             flr = true;
     }
 
-    if (flr) {
+    if (flr && flr_capable_locked(dev)) {
         reset_locked(dev);
         pthread_mutex_unlock(&dev->lock);
         run_device_reset(dev);

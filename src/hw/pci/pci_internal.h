@@ -5,6 +5,8 @@
  *   config.c  one function's configuration space: layout, masks, side effects
  *   bar.c     BAR decoding and the MMIO wrapper that serves each BAR
  *   msi.c     MSI and MSI-X: the table, pending bits, message delivery
+ *   bridge.c  the root port: type 1 header, ACS, and the bus's Source
+ *             Validation of forged requester ids
  *
  * The model of a function is a 4 KiB byte array (cfg) plus two masks of the
  * same size: wmask says which bits software may write, w1cmask which bits
@@ -22,7 +24,8 @@
  * address space never calls back while adding or removing.
  *
  * Immutable after vtio_pci_dev_create(): info, rid, name, bus, the capability
- * offsets, the BAR geometry and the masks.  Those are read without the lock.
+ * offsets, is_bridge, next_bridge, the BAR geometry and the masks.  Those
+ * are read without the lock.
  *
  * Internal names are not VTIO_API (hidden in the shared library) and use
  * the vtio_pcibus_ prefix: vtio_ so they cannot collide with a program that
@@ -80,6 +83,12 @@ struct vtio_pci_dev {
 
     /* Capability offsets in cfg; 0 = absent. */
     uint8_t exp_cap, msi_cap, msix_cap;
+    uint16_t acs_cap;                 /* extended: ACS (bridges only) */
+
+    /* A bridge has a type 1 header; the bus links its bridges through
+     * next_bridge (see bus.c). */
+    bool is_bridge;
+    struct vtio_pci_dev *next_bridge;
 
     struct vtio_pcibus_bar bar[VTIO_PCIBUS_NUM_BARS];
 
@@ -99,6 +108,9 @@ struct vtio_pci_bus {
     /* (busno - bus_start) * 256 + devfn; published with release stores so
      * an ECAM reader on another thread sees a fully built function. */
     _Atomic(struct vtio_pci_dev *) *slots;
+    /* The bridges, newest first, pushed under slot_lock with a release
+     * store and never removed: the source check walks them without a lock. */
+    _Atomic(struct vtio_pci_dev *) bridges;
 };
 
 /* Little-endian access to byte arrays (config space, the MSI-X table);
@@ -116,6 +128,28 @@ static inline void vtio_pcibus_le_put(uint8_t *p, uint64_t v, unsigned size)
     for (unsigned i = 0; i < size; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
+
+/* Sets a register's power-on value and write mask (size 1..4 bytes), while
+ * the function's configuration space is built, before it is published. */
+static inline void vtio_pcibus_init_reg(struct vtio_pci_dev *dev, unsigned off, unsigned size,
+                                        uint32_t v, uint32_t wmask)
+{
+    vtio_pcibus_le_put(dev->cfg + off, v, size);
+    vtio_pcibus_le_put(dev->wmask + off, wmask, size);
+}
+
+/* bus.c: a function is made in two steps so that a creator can finish its
+ * configuration space before anyone can see it.  alloc builds it (and
+ * installs the source check on its port); publish plugs it in, or frees it
+ * on -EEXIST. */
+int vtio_pcibus_dev_alloc(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
+                          const struct vtio_pci_dev_info *info, bool is_bridge,
+                          struct vtio_pci_dev **out);
+int vtio_pcibus_dev_publish(struct vtio_pci_dev *dev, struct vtio_pci_dev **out);
+
+/* bridge.c */
+void vtio_pcibus_bridge_build(struct vtio_pci_dev *dev);
+int vtio_pcibus_source_check(void *bus, uint16_t rid, uint16_t req_rid);
 
 /* config.c */
 void vtio_pcibus_config_build(struct vtio_pci_dev *dev);

@@ -11,7 +11,8 @@
  *   DMA engines  00:03.0, 00:04.0, ...
  *   with rogue:  a PCIe root port at 00:1c.0 (ACS with Source Validation,
  *                secondary bus 1, as firmware numbered it) and behind it
- *                the malicious device of include/vtio/dev/rogue.h at 01:00.0
+ *                the malicious card of include/vtio/dev/rogue.h at
+ *                01:00.0 (eight functions, 01:00.0-7, no ACS of its own)
  *
  * The VT-d unit powers on with translation and interrupt remapping off, so
  * until software programs it, DMA reaches physical memory unchanged and

@@ -107,10 +107,12 @@ static int add_rogue(struct vtio_machine *m)
     if (ret < 0)
         return ret;
     behind_iommu(m, m->root_port);
-    ret = vtio_rogue_create(m->pci, VTIO_MACHINE_ROGUE_BUS, VTIO_PCI_DEVFN(0, 0), &m->rogue);
+    ret = vtio_rogue_create(m->pci, VTIO_MACHINE_ROGUE_BUS, VTIO_PCI_DEVFN(0, 0),
+                            VTIO_ROGUE_FUNCTIONS, &m->rogue);
     if (ret < 0)
         return ret;
-    behind_iommu(m, vtio_rogue_pci(m->rogue));
+    for (unsigned fn = 0; fn < VTIO_ROGUE_FUNCTIONS; fn++)
+        behind_iommu(m, vtio_rogue_function(m->rogue, fn));
     return 0;
 }
 

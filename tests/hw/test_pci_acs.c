@@ -5,9 +5,11 @@
  * and the host turning ACS on at boot when, and only when, an IOMMU is used.
  */
 #include <vtio/device.h>
+#include <vtio/dma.h>
 #include <vtio/host.h>
 #include <vtio/iommu.h>
 #include <vtio/machine.h>
+#include <vtio/page_alloc.h>
 #include <vtio/pci_enum.h>
 #include <vtio/dev/rogue.h>
 
@@ -367,12 +369,13 @@ static void t_host_enables_acs(void)
     CHECK_EQ(rogue->msix_table_size, VTIO_ROGUE_VECTORS);
     /* ACS on the port as Linux sets it; TB left alone. */
     CHECK_EQ(port_acs_ctrl(b.h), ACS_ISOLATE);
-    /* Groups: the port alone, the rogue alone, the engine alone. */
+    /* Groups: the port alone, the rogue card's eight functions (no ACS of
+     * their own, so they may reach each other), the engine alone. */
     unsigned gp = group_of(b.h, PORT_RID), gr = group_of(b.h, EP_RID);
     unsigned ge = group_of(b.h, ENGINE_RID);
     CHECK(gp != gr && gr != ge && gp != ge);
     struct vtio_device *rd = vtio_host_device_by_rid(b.h, EP_RID);
-    CHECK_EQ(vtio_iommu_group_devices(vtio_iommu_group_get(rd), NULL, 0), 1);
+    CHECK_EQ(vtio_iommu_group_devices(vtio_iommu_group_get(rd), NULL, 0), VTIO_ROGUE_FUNCTIONS);
     /* And the fabric now drops the rogue's forgeries of the engine's id. */
     struct vtio_dma_port *rp = vtio_pci_dev_dma_port(vtio_rogue_pci(b.m->rogue));
     vtio_pci_set_master(rogue, true);
@@ -390,6 +393,32 @@ static void t_host_no_iommu_no_acs(void)
     shut(&b);
     b = boot_rogue(true, false);                    /* no VT-d unit at all */
     CHECK_EQ(port_acs_ctrl(b.h), 0);
+    shut(&b);
+}
+
+/* The card's functions share a group (no ACS of their own), so they share
+ * its domain: every function's own requester id must find it, not just the
+ * first's (regression: only the group's first id had a context entry). */
+static void t_group_functions_share_domain(void)
+{
+    struct booted b = boot_rogue(false, false);
+    struct vtio_device *d0 = vtio_host_device_by_rid(b.h, EP_RID);
+    CHECK_OK(vtio_device_bind(d0, "rogue"));
+    uint64_t pa;
+    CHECK_OK(vtio_page_alloc(b.h->pages, 0, VTIO_PAGE_ZERO, &pa));
+    memset(vtio_host_phys_to_virt(b.h, pa), 0x5a, 64);
+    vtio_dma_addr_t iova = vtio_dma_map_page(d0, pa, 4096, VTIO_DMA_TO_DEVICE);
+    CHECK(!vtio_dma_mapping_error(d0, iova));
+    for (unsigned fn = 0; fn < VTIO_ROGUE_FUNCTIONS; fn++) {
+        struct vtio_dma_port *p = vtio_pci_dev_dma_port(vtio_rogue_function(b.m->rogue, fn));
+        vtio_dma_port_ignore_bme(p, true);
+        uint8_t buf[64];
+        CHECKF(vtio_dma_read(p, iova, buf, sizeof(buf)) == 0, "function %u", fn);
+        CHECK_EQ(buf[63], 0x5a);
+        vtio_dma_port_ignore_bme(p, false);
+    }
+    vtio_dma_unmap_page(d0, iova, 4096, VTIO_DMA_TO_DEVICE);
+    vtio_device_unbind(d0);
     shut(&b);
 }
 
@@ -415,6 +444,8 @@ static const struct vtio_test tests[] = {
       t_host_enables_acs },
     { "host_no_iommu", "with intel_iommu=off or no VT-d unit ACS stays off",
       t_host_no_iommu_no_acs },
+    { "group_shares_domain", "every function of the card reaches a mapping made for "
+      "function 0 in their shared domain", t_group_functions_share_domain },
 };
 
 VTIO_TEST_MAIN(tests)

@@ -276,8 +276,22 @@ static void t_loop_errors(void)
     CHECK_OK(vtio_rogue_loop_stop(r, NULL));
     CHECK_ERR(vtio_rogue_loop_stop(r, NULL), -EINVAL);
     struct vtio_rogue *other = NULL;
-    CHECK_ERR(vtio_rogue_create(m->pci, VTIO_MACHINE_ROGUE_BUS, 0, &other), -EEXIST);
-    CHECK_ERR(vtio_rogue_create(NULL, 2, 0, &other), -EINVAL);
+    CHECK_ERR(vtio_rogue_create(m->pci, VTIO_MACHINE_ROGUE_BUS, 0, 1, &other), -EEXIST);
+    CHECK_ERR(vtio_rogue_create(NULL, 2, 0, 1, &other), -EINVAL);
+    CHECK_ERR(vtio_rogue_create(m->pci, 2, 0, 0, &other), -EINVAL);
+    CHECK_ERR(vtio_rogue_create(m->pci, 2, 0, VTIO_ROGUE_FUNCTIONS + 1, &other), -EINVAL);
+    CHECK_ERR(vtio_rogue_create(m->pci, 2, VTIO_PCI_DEVFN(0, 1), 2, &other), -EINVAL);
+    /* A card whose last slot is taken plugs nothing in. */
+    struct vtio_rogue *lone = NULL;
+    CHECK_OK(vtio_rogue_create(m->pci, 2, VTIO_PCI_DEVFN(0, 7), 1, &lone));
+    CHECK_ERR(vtio_rogue_create(m->pci, 2, 0, VTIO_ROGUE_FUNCTIONS, &other), -EEXIST);
+    CHECK(!vtio_pci_bus_find(m->pci, VTIO_PCI_RID(2, 0, 0)));
+    vtio_rogue_destroy(lone);
+    /* The machine's card: eight functions, each its own requester id. */
+    for (unsigned fn = 0; fn < VTIO_ROGUE_FUNCTIONS; fn++)
+        CHECK_EQ(vtio_pci_dev_rid(vtio_rogue_function(r, fn)),
+                 VTIO_PCI_RID(VTIO_MACHINE_ROGUE_BUS, 0, fn));
+    CHECK(!vtio_rogue_function(r, VTIO_ROGUE_FUNCTIONS));
     /* A running loop is stopped by destroying the machine. */
     CHECK_OK(vtio_rogue_loop_start(r, &l));
     down();

@@ -4,7 +4,11 @@
  *
  * To the host it looks like any other function: an identity, a small BAR of
  * registers, an MSI-X capability with VTIO_ROGUE_VECTORS vectors (table and
- * PBA in BAR2), Function Level Reset.  A driver can bind to it, map memory
+ * PBA in BAR2), Function Level Reset.  The card may have more functions
+ * (up to VTIO_ROGUE_FUNCTIONS): function 0 is the one drivers bind to; the
+ * others are accomplices with the same identity and nothing else, there
+ * for their requester ids (an attack that needs many sources, such as
+ * overflowing the IOMMU's fault log, drives their DMA ports directly).  A driver can bind to it, map memory
  * for it and give it interrupts.  What it then does with its DMA port is up
  * to whoever holds the struct vtio_rogue: read or write any address, send
  * any interrupt message, put another function's requester id on its
@@ -38,6 +42,7 @@ struct vtio_rogue;
 #define VTIO_ROGUE_DEVICE_ID  0xbad0
 #define VTIO_ROGUE_CLASS      0xff0000    /* unassigned class */
 #define VTIO_ROGUE_VECTORS    4           /* MSI-X vectors */
+#define VTIO_ROGUE_FUNCTIONS  8           /* at most, on one card */
 
 /* ---- BARs: BAR0 (32-bit) 4 KiB of scratch registers, BAR2 (32-bit) MSI-X */
 #define VTIO_ROGUE_BAR_REGS   0
@@ -47,15 +52,20 @@ struct vtio_rogue;
 #define VTIO_ROGUE_MSIX_TABLE 0x000
 #define VTIO_ROGUE_MSIX_PBA   0x800
 
-/* Plugs the device into slot (busno, devfn).  The port has no translator;
- * whoever builds the machine sets it, as for any function.
- * @returns 0 and *out; -EINVAL, -EEXIST, -ENOMEM as vtio_pci_dev_create. */
+/* Plugs the card into slot (busno, devfn): `functions` functions (1..8)
+ * from devfn on, whose function number must then be 0.  The ports have no
+ * translator; whoever builds the machine sets it, as for any function.
+ * @returns 0 and *out; -EINVAL bad functions or slot; -EEXIST a slot is
+ * taken (checked before any function is plugged in); -ENOMEM. */
 VTIO_API int vtio_rogue_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
-                               struct vtio_rogue **out);
+                               unsigned functions, struct vtio_rogue **out);
 /* Stops the loop if one runs; the function stays on the bus until the bus
  * is destroyed. */
 VTIO_API void vtio_rogue_destroy(struct vtio_rogue *r);
+/* Function 0, the rogue proper. */
 VTIO_API struct vtio_pci_dev *vtio_rogue_pci(struct vtio_rogue *r);
+/* Function fn of the card; NULL if it has no such function. */
+VTIO_API struct vtio_pci_dev *vtio_rogue_function(struct vtio_rogue *r, unsigned fn);
 
 /* ---- single accesses: vtio_dma_read/write/msi on its port (same errors) */
 VTIO_API int vtio_rogue_read(struct vtio_rogue *r, uint64_t addr, void *buf, size_t len);

@@ -12,7 +12,9 @@
  * function's), but from then on its requests meet a cleared BME.
  *
  * Everything the device does to memory goes through its DMA port; the
- * malicious powers are the port's (forge_rid, ignore_bme).
+ * malicious powers are the port's (forge_rid, ignore_bme).  Accomplice
+ * functions (1..7) are bare: an identity and a DMA port, no BARs, no
+ * reset; function 0's header says multi-function when there are any.
  *
  * The loop.  vtio_rogue_loop_start() creates one thread that repeats the
  * access until vtio_rogue_loop_stop() asks it to end and joins it.  Before
@@ -46,8 +48,10 @@
 #define NO_MARK      UINT64_MAX
 
 struct vtio_rogue {
-    struct vtio_pci_dev *pci;
-    struct vtio_dma_port *port;
+    struct vtio_pci_dev *pci;              /* function 0 */
+    struct vtio_dma_port *port;            /* ... and its port */
+    struct vtio_pci_dev *fn[VTIO_ROGUE_FUNCTIONS];
+    unsigned functions;
     _Atomic uint64_t regs[REG_WORDS];      /* BAR0, little-endian words */
 
     /* The loop.  running is the controlling thread's; the thread owns loop
@@ -119,11 +123,45 @@ static void free_rogue(struct vtio_rogue *r)
     free(r);
 }
 
+/* An accomplice: function fn of the card, an identity and a port. */
+static int add_accomplice(struct vtio_rogue *r, struct vtio_pci_bus *bus, uint8_t busno,
+                          uint8_t devfn, unsigned fn)
+{
+    const struct vtio_pci_dev_info info = {
+        .name = "rogue-accomplice",
+        .vendor_id = VTIO_ROGUE_VENDOR_ID,
+        .device_id = VTIO_ROGUE_DEVICE_ID,
+        .subsystem_vendor_id = VTIO_ROGUE_VENDOR_ID,
+        .subsystem_id = VTIO_ROGUE_DEVICE_ID,
+        .class_code = VTIO_ROGUE_CLASS,
+    };
+    return vtio_pci_dev_create(bus, busno, (uint8_t)(devfn + fn), &info, &r->fn[fn]);
+}
+
+/* Every slot the card needs is free (so a failed create plugs nothing in). */
+static int check_slots(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
+                       unsigned functions)
+{
+    if (functions == 0 || functions > VTIO_ROGUE_FUNCTIONS)
+        return vtio_fail(-EINVAL, "rogue: %u functions (1..%d)", functions,
+                         VTIO_ROGUE_FUNCTIONS);
+    if (functions > 1 && VTIO_PCI_RID_FN(devfn) != 0)
+        return vtio_fail(-EINVAL, "rogue: a multi-function card starts at function 0");
+    for (unsigned fn = 0; fn < functions; fn++)
+        if (vtio_pci_bus_find(bus, (uint16_t)(busno << 8 | (devfn + fn))))
+            return vtio_fail(-EEXIST, "rogue: slot %02x:%02x.%u is taken", busno,
+                             VTIO_PCI_RID_DEV(devfn), fn);
+    return 0;
+}
+
 int vtio_rogue_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
-                      struct vtio_rogue **out)
+                      unsigned functions, struct vtio_rogue **out)
 {
     if (!bus || !out)
         return vtio_fail(-EINVAL, "rogue: no bus or no result pointer");
+    int rc = check_slots(bus, busno, devfn, functions);
+    if (rc < 0)
+        return rc;
     struct vtio_rogue *r = calloc(1, sizeof(*r));
     if (!r)
         return vtio_fail(-ENOMEM, "rogue: out of memory");
@@ -141,6 +179,7 @@ int vtio_rogue_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
         .subsystem_vendor_id = VTIO_ROGUE_VENDOR_ID,
         .subsystem_id = VTIO_ROGUE_DEVICE_ID,
         .class_code = VTIO_ROGUE_CLASS,
+        .multifunction = functions > 1,
         .bar[VTIO_ROGUE_BAR_REGS] = { .size = VTIO_ROGUE_REGS_SIZE, .ops = &regs_ops,
                                       .opaque = r },
         .bar[VTIO_ROGUE_BAR_MSIX] = { .size = VTIO_ROGUE_MSIX_SIZE },
@@ -151,11 +190,15 @@ int vtio_rogue_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
         .reset = rogue_reset,
         .opaque = r,
     };
-    int rc = vtio_pci_dev_create(bus, busno, devfn, &info, &r->pci);
+    rc = vtio_pci_dev_create(bus, busno, devfn, &info, &r->pci);
+    for (unsigned fn = 1; rc == 0 && fn < functions; fn++)
+        rc = add_accomplice(r, bus, busno, devfn, fn);
     if (rc < 0) {
-        free_rogue(r);
+        free_rogue(r);      /* the functions plugged in stay with the bus */
         return rc;
     }
+    r->fn[0] = r->pci;
+    r->functions = functions;
     r->port = vtio_pci_dev_dma_port(r->pci);
     *out = r;
     return 0;
@@ -173,6 +216,11 @@ void vtio_rogue_destroy(struct vtio_rogue *r)
 struct vtio_pci_dev *vtio_rogue_pci(struct vtio_rogue *r)
 {
     return r ? r->pci : NULL;
+}
+
+struct vtio_pci_dev *vtio_rogue_function(struct vtio_rogue *r, unsigned fn)
+{
+    return r && fn < r->functions ? r->fn[fn] : NULL;
 }
 
 /* ---- single accesses and powers */

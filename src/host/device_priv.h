@@ -27,6 +27,8 @@ struct vtio_device {
     char name[16];
     bool untrusted;
     struct vtio_iommu_group *group;    /* NULL: no IOMMU translates it */
+    uint16_t dma_alias;                /* the requester id its DMA carries: an
+                                          aliasing bridge's, else rid */
     void *iommu_priv;                  /* the hardware driver's per-device data */
 
     pthread_mutex_t lock;              /* driver binding, DMA parameters */

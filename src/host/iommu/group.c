@@ -275,8 +275,10 @@ int vtio_iommu_groups_create(struct vtio_iommu *iommu, struct vtio_device **devs
         atomic_init(&g->domain, NULL);
     }
     if (ngroups >= 0) {
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < n; i++) {
             devs[i]->group = groups[group_of[i]];
+            devs[i]->dma_alias = alias_of[i];
+        }
         iommu->groups = groups;
         iommu->n_groups = (unsigned)ngroups;
     }

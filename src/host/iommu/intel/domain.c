@@ -178,18 +178,29 @@ static int attach_scalable(struct intel_domain *id, uint64_t *ce, uint16_t rid)
     return 0;
 }
 
-static int intel_attach_dev(struct vtio_iommu_domain *d, struct vtio_device *dev)
+static int attach_rid(struct intel_domain *id, uint16_t rid)
 {
-    struct intel_domain *id = to_intel(d);
     struct intel_iommu *u = id->u;
-    if (!dev || dev->iommu_priv != u)
-        return vtio_fail(-EINVAL, "%s: the device is not behind this unit", u->name);
-    uint16_t rid = dev->group ? dev->group->alias_rid : dev->rid;
     pthread_mutex_lock(&u->ctx_lock);
     uint64_t *ce = intel_context_entry(u, rid);
     int ret = !ce ? -ENOMEM : u->scalable ? attach_scalable(id, ce, rid)
                                           : attach_legacy(id, ce, rid);
     pthread_mutex_unlock(&u->ctx_lock);
+    return ret;
+}
+
+/* The context entries of every requester id the device's DMA may carry:
+ * its own and, behind an aliasing bridge, the bridge's alias (as Linux's
+ * pci_for_each_dma_alias).  Functions that share a group for another
+ * reason (peer-to-peer) keep their own ids on the wire. */
+static int intel_attach_dev(struct vtio_iommu_domain *d, struct vtio_device *dev)
+{
+    struct intel_domain *id = to_intel(d);
+    if (!dev || dev->iommu_priv != id->u)
+        return vtio_fail(-EINVAL, "%s: the device is not behind this unit", id->u->name);
+    int ret = attach_rid(id, dev->rid);
+    if (ret == 0 && dev->group && dev->dma_alias != dev->rid)
+        ret = attach_rid(id, dev->dma_alias);
     return ret;
 }
 

@@ -133,6 +133,8 @@ struct vtio_pci_dev;
 #define  VTIO_PCI_EXP_FLAGS_TYPE 0x00f0     /* Device/Port Type */
 #define  VTIO_PCI_EXP_TYPE_ENDPOINT  0x0
 #define  VTIO_PCI_EXP_TYPE_ROOT_PORT 0x4
+#define  VTIO_PCI_EXP_TYPE_PCIE_TO_PCI 0x7  /* PCI Express to PCI/PCI-X bridge */
+#define  VTIO_PCI_EXP_FLAGS_TYPE_SHIFT 4
 #define VTIO_PCI_EXP_DEVCAP      4
 #define  VTIO_PCI_EXP_DEVCAP_FLR 0x10000000
 #define VTIO_PCI_EXP_DEVCTL      8

@@ -38,25 +38,13 @@
 #include "host/iommu/iommu_priv.h"
 #include "util/error.h"
 
-/* Type 1 header and PCIe registers that pci.h does not name. */
-#define HEADER_TYPE_BRIDGE      0x01
-#define BRIDGE_SECONDARY_BUS    0x19
-#define EXP_FLAGS_TYPE_MASK     0x00f0
-#define EXP_FLAGS_TYPE_SHIFT    4
-#define EXP_TYPE_PCIE_TO_PCI    0x7     /* PCI Express to PCI/PCI-X bridge */
-#define EXT_CAP_START           0x100
-#define EXT_CAP_ID_ACS          0x000d
-#define ACS_CTRL                0x06
-#define ACS_SV                  0x0001  /* Source Validation */
-#define ACS_RR                  0x0004  /* P2P Request Redirect */
-#define ACS_CR                  0x0008  /* P2P Completion Redirect */
-#define ACS_UF                  0x0010  /* Upstream Forwarding */
-#define ACS_ISOLATED            (ACS_SV | ACS_RR | ACS_CR | ACS_UF)
+#define ACS_ISOLATED            (VTIO_PCI_ACS_SV | VTIO_PCI_ACS_RR | VTIO_PCI_ACS_CR | \
+                                 VTIO_PCI_ACS_UF)
 #define MAX_BRIDGE_DEPTH        256     /* buses; bounds a looping topology */
 
 static bool is_bridge(const struct vtio_pci_function *f)
 {
-    return (f->header_type & 0x7f) == HEADER_TYPE_BRIDGE;
+    return (f->header_type & 0x7f) == VTIO_PCI_HEADER_TYPE_BRIDGE;
 }
 
 /* The requester id a bridge gives the requests it forwards from below,
@@ -66,8 +54,9 @@ static int bridge_alias(const struct vtio_pci_function *br)
     if (!br->cap_exp)
         return br->rid;         /* conventional PCI-to-PCI bridge */
     uint16_t flags = vtio_pci_cfg_read16(br, br->cap_exp + VTIO_PCI_EXP_FLAGS);
-    if (((flags & EXP_FLAGS_TYPE_MASK) >> EXP_FLAGS_TYPE_SHIFT) == EXP_TYPE_PCIE_TO_PCI)
-        return VTIO_PCI_RID(vtio_pci_cfg_read8(br, BRIDGE_SECONDARY_BUS), 0, 0);
+    unsigned type = (flags & VTIO_PCI_EXP_FLAGS_TYPE) >> VTIO_PCI_EXP_FLAGS_TYPE_SHIFT;
+    if (type == VTIO_PCI_EXP_TYPE_PCIE_TO_PCI)
+        return VTIO_PCI_RID(vtio_pci_cfg_read8(br, VTIO_PCI_SECONDARY_BUS), 0, 0);
     return -1;
 }
 
@@ -79,7 +68,7 @@ static const struct vtio_pci_function *parent_bridge(const struct vtio_pci_enum 
     for (unsigned i = 0; i < n; i++) {
         const struct vtio_pci_function *f = vtio_pci_get(e, i);
         if (is_bridge(f) && f->bus != bus &&
-            vtio_pci_cfg_read8(f, BRIDGE_SECONDARY_BUS) == bus)
+            vtio_pci_cfg_read8(f, VTIO_PCI_SECONDARY_BUS) == bus)
             return f;
     }
     return NULL;
@@ -107,20 +96,9 @@ static uint16_t dma_alias(const struct vtio_pci_enum *e, const struct vtio_pci_f
 /* Whether f has ACS with every peer-to-peer isolation control on. */
 static bool acs_isolated(const struct vtio_pci_function *f)
 {
-    if (!f->cap_exp)
-        return false;           /* no extended config space to hold ACS */
-    uint16_t pos = EXT_CAP_START;
-    for (unsigned ttl = (VTIO_PCIE_CFG_SIZE - EXT_CAP_START) / 8; pos && ttl; ttl--) {
-        uint32_t hdr = vtio_pci_cfg_read32(f, pos);
-        if (hdr == 0 || hdr == ~0u)
-            return false;
-        if ((hdr & 0xffff) == EXT_CAP_ID_ACS)
-            return (vtio_pci_cfg_read16(f, pos + ACS_CTRL) & ACS_ISOLATED) == ACS_ISOLATED;
-        pos = (hdr >> 20) & 0xffc;
-        if (pos < EXT_CAP_START)
-            return false;
-    }
-    return false;
+    uint16_t pos = vtio_pci_find_ext_capability(f, VTIO_PCI_EXT_CAP_ID_ACS);
+    return pos && (vtio_pci_cfg_read16(f, (uint16_t)(pos + VTIO_PCI_ACS_CTRL)) &
+                   ACS_ISOLATED) == ACS_ISOLATED;
 }
 
 /* Whether every function of f's device (bus, device) in e is isolated. */

@@ -146,6 +146,30 @@ static void t_ring_full(void)
     down(&r);
 }
 
+static void t_reclaimed_record(void)
+{
+    struct rig r;
+    up(&r, 4);
+    /* b differs from a (both zero) at byte 100. */
+    vtio_mem_write8(r.h->mem, r.b + 100, 0x5a);
+    int64_t cmp = vtio_dmae_prep_compare(r.ch, r.a, r.b, 4096, 0);
+    CHECK_GT(cmp, 0);
+    int64_t last = 0;
+    for (int i = 0; i < 2; i++)
+        CHECK_GT(last = vtio_dmae_prep_fill(r.ch, r.a + 8192, 0, 64, 0), 0);
+    vtio_dmae_issue(r.ch);
+    CHECK_OK(vtio_dmae_wait(r.ch, last, 0, NULL));
+    /* The ring is full: this prep reclaims the compare's slot before anyone
+     * waited for it; its waiter must still get the device's record. */
+    CHECK_GT(vtio_dmae_prep_fill(r.ch, r.a + 8192, 0, 64, 0), 0);
+    struct vtio_dmae_completion rec;
+    CHECK_OK(vtio_dmae_wait(r.ch, cmp, 0, &rec));
+    CHECK_EQ(rec.cookie, (uint64_t)cmp);
+    CHECK_EQ(rec.result, 1);
+    CHECK_EQ(rec.bytes, 100);
+    down(&r);
+}
+
 static void t_halt_and_reset(void)
 {
     struct rig r;
@@ -174,6 +198,28 @@ static void t_halt_and_reset(void)
     down(&r);
 }
 
+/* A waiter that sees the halt must also see the record written before it,
+ * however the two race (the device writes the record, then halts). */
+static void t_halt_record_race(void)
+{
+    struct rig r;
+    up(&r, 8);
+    const uint64_t hole = 0x7000000000ull;
+    unsigned without_record = 0;
+    for (unsigned i = 0; i < 3000; i++) {
+        int64_t c = vtio_dmae_prep_copy(r.ch, r.b, hole, 64, i & 1 ? VTIO_DMAE_FLAG_INTR : 0);
+        CHECK_GT(c, 0);
+        vtio_dmae_issue(r.ch);
+        struct vtio_dmae_completion rec;
+        memset(&rec, 0, sizeof(rec));
+        CHECK_ERR(vtio_dmae_wait(r.ch, c, 0, &rec), -EIO);
+        without_record += rec.status != VTIO_DMAE_ERR_SRC_FAULT;
+        CHECK_OK(vtio_dmae_reset(r.ch));
+    }
+    CHECK_EQ(without_record, 0);
+    down(&r);
+}
+
 static const struct vtio_test tests[] = {
     { "probe_errors", "probe refuses other devices (-ENODEV) and bad ring sizes (-EINVAL)",
       t_probe_errors },
@@ -183,7 +229,11 @@ static const struct vtio_test tests[] = {
       t_operations },
     { "ring_full", "a full ring gives -EBUSY and completed slots are reclaimed",
       t_ring_full },
+    { "reclaimed_record", "a cookie whose slot another prep reclaimed still yields the "
+      "device's record (compare result and offset)", t_reclaimed_record },
     { "halt_and_reset", "a fault halts the channel (-EIO, record, error register), "
       "reset cancels queued work and the channel works again", t_halt_and_reset },
+    { "halt_record_race", "a wait that fails on a halt always returns the failed "
+      "descriptor's record, even when the halt is seen before the record", t_halt_record_race },
 };
 VTIO_TEST_MAIN(tests)

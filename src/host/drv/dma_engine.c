@@ -12,6 +12,10 @@
  *   issued                      the last cookie the doorbell has announced
  * A slot is reused only after its record says the descriptor succeeded, so
  * the driver never overwrites a descriptor the device may still fetch.
+ * Reclaiming copies the record aside (done[slot]), so a waiter that comes
+ * after another thread's prep reclaimed its cookie still gets what the
+ * device wrote (a compare's result, the byte count), until the slot's next
+ * cookie is reclaimed in turn; after that only its success is known.
  *
  * Completion: the device writes the record's status word last, then raises
  * the channel's MSI-X vector.  The handler (on the device's thread) bumps a
@@ -57,6 +61,7 @@ struct vtio_dmae_chan {
     int64_t prepared, issued, reclaimed;
     struct coherent *sg;             /* per slot: SG list block (pa 0: none) */
     uint16_t *slot_flags;            /* per slot: the descriptor's flags */
+    struct vtio_dmae_completion *done;   /* per slot: the record at reclaim */
     int64_t dropped_lo, dropped_hi;  /* (lo, hi]: cookies the last reset dropped */
     unsigned looks;                  /* incomplete looks, to pace STATUS reads */
 
@@ -148,6 +153,7 @@ static void reclaim(struct vtio_dmae_chan *ch)
         int64_t c = ch->reclaimed + 1;
         if (!read_record(ch, c, &rec) || rec.status != VTIO_DMAE_STATUS_SUCCESS)
             break;
+        ch->done[slot_of(ch, c)] = rec;
         release_slot(ch, slot_of(ch, c));
         ch->reclaimed = c;
     }
@@ -348,13 +354,24 @@ static int check_cookie(struct vtio_dmae_chan *ch, int64_t cookie,
         ret = vtio_fail(-ECANCELED, "cookie %lld was dropped by a channel reset",
                         (long long)cookie);
     } else if (cookie <= ch->reclaimed) {
-        rec.status = VTIO_DMAE_STATUS_SUCCESS;     /* its slot was reused */
-        rec.cookie = (uint64_t)cookie;
+        rec = ch->done[slot_of(ch, cookie)];       /* its slot was reclaimed */
+        if (rec.cookie != (uint64_t)cookie) {      /* ... and reclaimed again since */
+            memset(&rec, 0, sizeof(rec));
+            rec.status = VTIO_DMAE_STATUS_SUCCESS;
+            rec.cookie = (uint64_t)cookie;
+        }
         ret = 0;
     } else if (read_record(ch, cookie, &rec)) {
         ret = rec.status == VTIO_DMAE_STATUS_SUCCESS ? 0 : -EIO;
+    } else if (!stuck(ch)) {
+        ret = -EAGAIN;
+    } else if (read_record(ch, cookie, &rec)) {
+        /* The halt may have come after the first look: the device writes a
+         * descriptor's record before it halts, so this one completed (or
+         * is the one that failed) and its record says how. */
+        ret = rec.status == VTIO_DMAE_STATUS_SUCCESS ? 0 : -EIO;
     } else {
-        ret = stuck(ch) ? -EIO : -EAGAIN;
+        ret = -EIO;                                /* stuck behind the failure */
     }
     pthread_mutex_unlock(&ch->lock);
     if (ret == -EIO)
@@ -477,7 +494,8 @@ static int chan_init(struct vtio_dmae *dev, unsigned i, unsigned entries)
     pthread_cond_init(&ch->irq_cond, NULL);
     ch->sg = calloc(entries, sizeof(*ch->sg));
     ch->slot_flags = calloc(entries, sizeof(*ch->slot_flags));
-    if (!ch->sg || !ch->slot_flags)
+    ch->done = calloc(entries, sizeof(*ch->done));
+    if (!ch->sg || !ch->slot_flags || !ch->done)
         return -ENOMEM;
     int ret = coherent_alloc(dev, (uint64_t)entries * sizeof(struct vtio_dmae_desc), &ch->ring);
     if (ret == 0)
@@ -498,6 +516,7 @@ static void chan_fini(struct vtio_dmae_chan *ch)
                   (uint64_t)ch->entries * sizeof(struct vtio_dmae_completion));
     free(ch->sg);
     free(ch->slot_flags);
+    free(ch->done);
     pthread_cond_destroy(&ch->irq_cond);
     pthread_mutex_destroy(&ch->irq_lock);
     pthread_mutex_destroy(&ch->lock);

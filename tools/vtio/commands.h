@@ -15,6 +15,7 @@ struct vtio_command {
 
 int cmd_demo(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
+int cmd_attack(int argc, char **argv);
 
 struct vtio_mem;
 /* Decodes the VT-d unit whose registers are at base in mem (and the tables

@@ -10,6 +10,7 @@
 static const struct vtio_command commands[] = {
     { "demo", "run the main job on the default machine", cmd_demo },
     { "dump", "decode the VT-d unit's live state (--example programs one first)", cmd_dump },
+    { "attack", "run the DMA attack suite against configurations (matrix + JSON)", cmd_attack },
 };
 
 static void usage(FILE *f)

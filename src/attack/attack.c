@@ -206,12 +206,6 @@ bool attack_secret_intact(struct attack_scene *sc, uint64_t pa, uint64_t seed)
     return true;
 }
 
-vtio_dma_addr_t attack_map_for_rogue(struct attack_scene *sc, uint64_t pa, size_t len,
-                                     enum vtio_dma_direction dir)
-{
-    return vtio_dma_map_page(sc->rogue_dev, pa, len, dir);
-}
-
 uint64_t attack_vtd_reg64(struct attack_scene *sc, uint32_t off)
 {
     return vtio_mem_read64(sc->h->mem, VTIO_MACHINE_VTD_BASE + off);
@@ -344,7 +338,7 @@ static int scene_boot(struct attack_scene *sc, const struct vtio_attack_config *
 static void scene_teardown(struct attack_scene *sc)
 {
     if (sc->h) {
-        vtio_rogue_forge_rid(sc->rogue, VTIO_PCI_RID(VTIO_MACHINE_ROGUE_BUS, 0, 0));
+        vtio_rogue_forge_rid(sc->rogue, ROGUE_RID);
         if (sc->rogue_dev && vtio_device_driver(sc->rogue_dev))
             vtio_device_unbind(sc->rogue_dev);
         if (sc->victim_dev)

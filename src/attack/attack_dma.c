@@ -39,8 +39,18 @@ static bool map_rogue_page(struct attack_scene *sc, struct rogue_page *rp,
 {
     if (vtio_page_alloc(sc->h->pages, 0, VTIO_PAGE_ZERO, &rp->pa) < 0)
         return false;
-    rp->iova = attack_map_for_rogue(sc, rp->pa, ATTACK_PAGE, dir);
+    rp->iova = vtio_dma_map_page(sc->rogue_dev, rp->pa, ATTACK_PAGE, dir);
     return !vtio_dma_mapping_error(sc->rogue_dev, rp->iova);
+}
+
+/* A page of host secrets whose first len bytes are mapped for the rogue. */
+static bool map_secret(struct attack_scene *sc, size_t len, enum vtio_dma_direction dir,
+                       uint64_t *pa, vtio_dma_addr_t *iova)
+{
+    if (!(*pa = attack_secret_page(sc, SECRET_HOST)))
+        return false;
+    *iova = vtio_dma_map_page(sc->rogue_dev, *pa, len, dir);
+    return !vtio_dma_mapping_error(sc->rogue_dev, *iova);
 }
 
 /* Reads PROBE bytes at each address; returns how many secret bytes came back
@@ -114,10 +124,9 @@ void attack_write_outside(struct attack_scene *sc)
 
 void attack_write_readonly(struct attack_scene *sc)
 {
-    uint64_t pa = attack_secret_page(sc, SECRET_HOST);
-    vtio_dma_addr_t iova = pa ? attack_map_for_rogue(sc, pa, ATTACK_PAGE, VTIO_DMA_TO_DEVICE)
-                              : VTIO_DMA_MAPPING_ERROR;
-    if (vtio_dma_mapping_error(sc->rogue_dev, iova)) {
+    uint64_t pa;
+    vtio_dma_addr_t iova;
+    if (!map_secret(sc, ATTACK_PAGE, VTIO_DMA_TO_DEVICE, &pa, &iova)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the page");
         return;
     }
@@ -138,10 +147,9 @@ void attack_write_readonly(struct attack_scene *sc)
 void attack_subpage_read(struct attack_scene *sc)
 {
     const size_t len = 256;
-    uint64_t pa = attack_secret_page(sc, SECRET_HOST);
-    vtio_dma_addr_t iova = pa ? attack_map_for_rogue(sc, pa, len, VTIO_DMA_TO_DEVICE)
-                              : VTIO_DMA_MAPPING_ERROR;
-    if (vtio_dma_mapping_error(sc->rogue_dev, iova)) {
+    uint64_t pa;
+    vtio_dma_addr_t iova;
+    if (!map_secret(sc, len, VTIO_DMA_TO_DEVICE, &pa, &iova)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the buffer");
         return;
     }
@@ -221,11 +229,9 @@ void attack_iova_reuse(struct attack_scene *sc)
  */
 void attack_bme_off(struct attack_scene *sc)
 {
-    uint64_t pa = attack_secret_page(sc, SECRET_HOST);
-    vtio_dma_addr_t iova = pa ? attack_map_for_rogue(sc, pa, ATTACK_PAGE,
-                                                     VTIO_DMA_BIDIRECTIONAL)
-                              : VTIO_DMA_MAPPING_ERROR;
-    if (vtio_dma_mapping_error(sc->rogue_dev, iova)) {
+    uint64_t pa;
+    vtio_dma_addr_t iova;
+    if (!map_secret(sc, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &pa, &iova)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the buffer");
         return;
     }

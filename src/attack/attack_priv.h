@@ -86,9 +86,6 @@ uint8_t attack_secret_byte(uint64_t seed, size_t i);
 size_t attack_secret_bytes(const uint8_t *buf, size_t len, uint64_t seed, size_t off);
 /* Whether the page at pa still holds the secret of `seed`, whole. */
 bool attack_secret_intact(struct attack_scene *sc, uint64_t pa, uint64_t seed);
-/* Maps [pa, pa + len) for the rogue through the DMA API. */
-vtio_dma_addr_t attack_map_for_rogue(struct attack_scene *sc, uint64_t pa, size_t len,
-                                     enum vtio_dma_direction dir);
 /* Registers of the VT-d unit, as the CPU reads them. */
 uint64_t attack_vtd_reg64(struct attack_scene *sc, uint32_t off);
 uint32_t attack_vtd_reg32(struct attack_scene *sc, uint32_t off);

@@ -123,19 +123,17 @@ static void free_rogue(struct vtio_rogue *r)
     free(r);
 }
 
-/* An accomplice: function fn of the card, an identity and a port. */
-static int add_accomplice(struct vtio_rogue *r, struct vtio_pci_bus *bus, uint8_t busno,
-                          uint8_t devfn, unsigned fn)
+/* What every function of the card shows: its identity, nothing more. */
+static struct vtio_pci_dev_info identity(const char *name)
 {
-    const struct vtio_pci_dev_info info = {
-        .name = "rogue-accomplice",
+    return (struct vtio_pci_dev_info){
+        .name = name,
         .vendor_id = VTIO_ROGUE_VENDOR_ID,
         .device_id = VTIO_ROGUE_DEVICE_ID,
         .subsystem_vendor_id = VTIO_ROGUE_VENDOR_ID,
         .subsystem_id = VTIO_ROGUE_DEVICE_ID,
         .class_code = VTIO_ROGUE_CLASS,
     };
-    return vtio_pci_dev_create(bus, busno, (uint8_t)(devfn + fn), &info, &r->fn[fn]);
 }
 
 /* Every slot the card needs is free (so a failed create plugs nothing in). */
@@ -172,27 +170,21 @@ int vtio_rogue_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->first_cv, NULL);
 
-    const struct vtio_pci_dev_info info = {
-        .name = "rogue",
-        .vendor_id = VTIO_ROGUE_VENDOR_ID,
-        .device_id = VTIO_ROGUE_DEVICE_ID,
-        .subsystem_vendor_id = VTIO_ROGUE_VENDOR_ID,
-        .subsystem_id = VTIO_ROGUE_DEVICE_ID,
-        .class_code = VTIO_ROGUE_CLASS,
-        .multifunction = functions > 1,
-        .bar[VTIO_ROGUE_BAR_REGS] = { .size = VTIO_ROGUE_REGS_SIZE, .ops = &regs_ops,
-                                      .opaque = r },
-        .bar[VTIO_ROGUE_BAR_MSIX] = { .size = VTIO_ROGUE_MSIX_SIZE },
-        .msix_vectors = VTIO_ROGUE_VECTORS,
-        .msix_bar = VTIO_ROGUE_BAR_MSIX,
-        .msix_table_offset = VTIO_ROGUE_MSIX_TABLE,
-        .msix_pba_offset = VTIO_ROGUE_MSIX_PBA,
-        .reset = rogue_reset,
-        .opaque = r,
-    };
+    struct vtio_pci_dev_info info = identity("rogue");
+    info.multifunction = functions > 1;
+    info.bar[VTIO_ROGUE_BAR_REGS] = (struct vtio_pci_bar_info){
+        .size = VTIO_ROGUE_REGS_SIZE, .ops = &regs_ops, .opaque = r };
+    info.bar[VTIO_ROGUE_BAR_MSIX] = (struct vtio_pci_bar_info){ .size = VTIO_ROGUE_MSIX_SIZE };
+    info.msix_vectors = VTIO_ROGUE_VECTORS;
+    info.msix_bar = VTIO_ROGUE_BAR_MSIX;
+    info.msix_table_offset = VTIO_ROGUE_MSIX_TABLE;
+    info.msix_pba_offset = VTIO_ROGUE_MSIX_PBA;
+    info.reset = rogue_reset;
+    info.opaque = r;
     rc = vtio_pci_dev_create(bus, busno, devfn, &info, &r->pci);
+    const struct vtio_pci_dev_info accomplice = identity("rogue-accomplice");
     for (unsigned fn = 1; rc == 0 && fn < functions; fn++)
-        rc = add_accomplice(r, bus, busno, devfn, fn);
+        rc = vtio_pci_dev_create(bus, busno, (uint8_t)(devfn + fn), &accomplice, &r->fn[fn]);
     if (rc < 0) {
         free_rogue(r);      /* the functions plugged in stay with the bus */
         return rc;

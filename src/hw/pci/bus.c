@@ -276,7 +276,7 @@ int vtio_pci_dev_create(struct vtio_pci_bus *bus, uint8_t busno, uint8_t devfn,
 {
     if (!out)
         return vtio_fail(-EINVAL, "pci: vtio_pci_dev_create needs a bus, info and out");
-    struct vtio_pci_dev *dev;
+    struct vtio_pci_dev *dev = NULL;
     int rc = vtio_pcibus_dev_alloc(bus, busno, devfn, info, false, &dev);
     return rc < 0 ? rc : vtio_pcibus_dev_publish(dev, out);
 }

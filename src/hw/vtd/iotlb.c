@@ -4,6 +4,10 @@
  *
  * Model.  The IOTLB caches leaf translations found by page walks, tagged by
  * domain id, PASID (VTD_NO_PASID for requests without one) and page size.
+ * A first-level entry also keeps the privilege of the request that walked
+ * it (DATA_FL, DATA_SUP), because its permissions hold for that privilege
+ * only; the callers take its hit only for a request of the same privilege
+ * (vtd_xlate_priv_ok).
  * There is one array per page size (4 KiB, 2 MiB, 1 GiB), each
  * set-associative (WAYS ways), indexed by a hash of the page number and the
  * domain id only, so that a page-selective invalidation, which names no
@@ -180,7 +184,8 @@ bool tlb_lookup(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr,
     uint64_t d = tlb_probe(t, tlb_make_tag(id, pasid), addr);
     if (d) {
         *out = (struct vtd_xlate){ .pa = d & DATA_PA, .shift = (uint8_t)TLB_HIT_SHIFT(d),
-                                   .read = d & DATA_R, .write = d & DATA_W };
+                                   .read = d & DATA_R, .write = d & DATA_W,
+                                   .fl = d & DATA_FL, .sup = d & DATA_SUP };
         return true;
     }
     ticket_open(t, id, pasid, addr);
@@ -198,7 +203,7 @@ static void tlb_insert(struct tlb *t, uint16_t id, uint32_t pasid, uint64_t addr
     struct tlb_array *a = &t->arr[s];
     uint64_t key = addr >> a->shift, tag = tlb_make_tag(id, pasid);
     uint64_t data = (x->pa & ~((1ull << a->shift) - 1)) | (x->read ? DATA_R : 0) |
-                    (x->write ? DATA_W : 0);
+                    (x->write ? DATA_W : 0) | (x->fl ? DATA_FL : 0) | (x->sup ? DATA_SUP : 0);
 
     pthread_mutex_lock(&t->lock);
     struct fill_ticket *k = ticket_find(t->id, id, pasid, addr, a->shift);

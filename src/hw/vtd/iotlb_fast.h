@@ -23,6 +23,8 @@
 #define DATA_R      1ull                /* data: page base | R | W */
 #define DATA_W      2ull
 #define DATA_PA     (~0xfffull)
+#define DATA_FL     0x20ull             /* vtd_xlate.fl */
+#define DATA_SUP    0x40ull             /* vtd_xlate.sup */
 
 /* What a probe returns besides the data word's R, W and page base:
  * TLB_HIT (a hit, even of an entry with no permission at page 0) and the
@@ -133,6 +135,14 @@ TLB_HOT uint64_t tlb_probe(struct tlb *t, uint64_t tag, uint64_t addr)
 
 _Static_assert(TLB_NSIZES == 3, "tlb_probe names each array");
 _Static_assert((DATA_PA & (TLB_HIT | 3u << 3)) == 0, "the hit bits are below the page base");
+_Static_assert(((DATA_FL | DATA_SUP) & (DATA_PA | DATA_R | DATA_W | TLB_HIT | 3u << 3)) == 0,
+               "the privilege bits are bits of their own");
+
+/* vtd_xlate_priv_ok() on a data word. */
+TLB_HOT bool tlb_data_priv_ok(uint64_t d, bool sup)
+{
+    return !(d & DATA_FL) || !(d & DATA_SUP) == !sup;
+}
 
 /* The IOTLB-hit path's lookup (see the top comment) of the entries
  * tagged tag = tlb_make_tag(did, pasid). */

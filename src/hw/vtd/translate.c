@@ -20,10 +20,11 @@
  *     reach them).  On a miss — or a hit whose permissions deny the access,
  *     which is checked again against memory (hardware may fault from the
  *     cached entry; re-walking is also how a write to a clean first-level
- *     page gets its D bit) — the context is looked up again (the miss
- *     opened the IOTLB's fill ticket, so a context read before a racing
- *     invalidation cannot feed a fill after it), then a second-level,
- *     first-level or nested walk and an IOTLB fill.
+ *     page gets its D bit), or a first-level hit walked for the other
+ *     privilege (its permissions are not this request's) — the context is
+ *     looked up again (the miss opened the IOTLB's fill ticket, so a context
+ *     read before a racing invalidation cannot feed a fill after it), then
+ *     a second-level, first-level or nested walk and an IOTLB fill.
  *  6. The output address in 0xFEEx_xxxx: 0Eh (87h in scalable mode).  vtio
  *     checks the address the request produces; QEMU refuses any page that
  *     overlaps the range.
@@ -130,9 +131,11 @@ static int xlate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool ats,
         return 0;
     }
 
+    /* A first-level walk and its cached result depend on the privilege. */
+    bool sup = req->has_pasid ? req->priv : ctx.rid_priv;
     if (ctx.kind != VTD_XK_PT) {
         if (vtd_iotlb_lookup(vtd, ctx.did, ctx.pasid, req->addr, x) &&
-            (req->write ? x->write : x->read)) {
+            (req->write ? x->write : x->read) && vtd_xlate_priv_ok(x, sup)) {
             vtd_count_hot(vtd, VTD_HOT_IOTLB_HITS);
             goto out;
         }
@@ -153,8 +156,7 @@ static int xlate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, bool ats,
         if (ctx.kind == VTD_XK_SL)
             fr = vtd_sl_walk(vtd, ctx.sl_root, ctx.sl_levels, req->addr, req->write, x);
         else
-            fr = vtd_fl_walk(vtd, &ctx, req->addr, req->write,
-                             req->has_pasid ? req->priv : ctx.rid_priv, req->exec, x);
+            fr = vtd_fl_walk(vtd, &ctx, req->addr, req->write, sup, req->exec, x);
         if (fr)
             return fr;
         vtd_iotlb_insert(vtd, ctx.did, ctx.pasid, req->addr, x);
@@ -191,8 +193,11 @@ uint64_t xlate_fast(struct vtio_vtd *vtd, const struct vtio_vtd_req *req, uint64
     if (!tag || PK_KIND(tag) == VTD_XK_PT)
         return 0;
     uint64_t d = vtd_iotlb_probe(vtd, TAG_IOTLB(tag), req->addr);
-    /* A miss (0) has no permission either. */
-    if (!(d & (req->write ? DATA_W : DATA_R)))
+    /* A miss (0) has no permission either.  A first-level entry of the
+     * other privilege is not ours; a request without PASID counts as a
+     * user's here (RID_PRIV is in the full path's context). */
+    if (!(d & (req->write ? DATA_W : DATA_R)) ||
+        !tlb_data_priv_ok(d, req->has_pasid && req->priv))
         return 0;
     *pa = (d & DATA_PA) | (req->addr & ((1ull << TLB_HIT_SHIFT(d)) - 1));
     if (is_intr_addr(*pa))
@@ -324,7 +329,8 @@ int vtio_vtd_ats_translate(struct vtio_vtd *vtd, const struct vtio_vtd_req *req,
      * request's own PASID): what it holds is answered from there; a miss
      * is translated and filled. */
     uint32_t tag = req->has_pasid ? req->pasid : VTD_NO_PASID;
-    if (vtd_devtlb_lookup(vtd, req->sid, tag, req->addr, &x) && (req->write ? x.write : x.read))
+    if (vtd_devtlb_lookup(vtd, req->sid, tag, req->addr, &x) &&
+        (req->write ? x.write : x.read) && vtd_xlate_priv_ok(&x, req->has_pasid && req->priv))
         return respond(0, &x, req, resp);
     int fr = translate_req(vtd, req, true, false, &x);
     if (fr == 0)

@@ -69,7 +69,18 @@ struct vtd_xlate {
     uint64_t pa;        /* physical base of the page */
     uint8_t shift;      /* page size: 12, 21 or 30 */
     bool read, write;
+    bool fl;            /* first-level (or nested): read/write hold only for */
+    bool sup;           /* requests of this privilege (supervisor or user) */
 };
+
+/* Whether a cached translation may answer a request of privilege sup.  A
+ * first-level walk's permissions depend on the request's privilege (U/S,
+ * the PASID entry's SRE and WPE), so its entry answers only requests of
+ * the privilege that walked it; a second-level one answers anyone. */
+static inline bool vtd_xlate_priv_ok(const struct vtd_xlate *x, bool sup)
+{
+    return !x->fl || x->sup == sup;
+}
 
 /* ---- hot-path counters (translate.c)
  * The counters bumped on every IOTLB-hit translation are sharded per

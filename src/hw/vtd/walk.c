@@ -34,7 +34,9 @@
  * entry and writes back its low byte through the platform (the platform
  * offers no compare-and-swap); a failed write is 91h.  A read reports the
  * page writable only if D is already set, so that the IOTLB never lets a
- * write skip the D update.
+ * write skip the D update.  The permissions found are those of the
+ * request's privilege, and the result says so (out->fl, out->sup), so that
+ * a cached copy never answers a request of the other privilege.
  *
  * Nested.  Every first-level table address (the FSPTPTR and each next
  * table) is a guest-physical address translated by the second level
@@ -200,6 +202,8 @@ int vtd_fl_walk(struct vtio_vtd *vtd, const struct vtd_ctx *ctx, uint64_t addr, 
 
     (void)exec;                         /* no ECAP.ERS: execute is not checked */
     out->read = out->write = false;
+    out->fl = true;                     /* the permissions below are priv's */
+    out->sup = priv;
     /* Canonical: bits 63:width-1 all equal. */
     if ((uint64_t)((int64_t)(addr << (64 - width)) >> (64 - width)) != addr)
         return VTD_FR_FS_NON_CANONICAL;

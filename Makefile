@@ -68,3 +68,25 @@ soak:
 	./build/vtio-soak --seconds $(SOAK_TIME) --mode lazy
 	$(SOAK_TSAN) ./build-tsan/vtio-soak --seconds $(SOAK_TIME) --mode strict
 	$(SOAK_TSAN) ./build-tsan/vtio-soak --seconds $(SOAK_TIME) --mode lazy
+
+# `make fuzz` (docs/fuzzing.md): the libFuzzer targets of tests/fuzz, built
+# with clang in build-fuzz (coverage + ASan + UBSan), each run alone for
+# FUZZ_TIME seconds from its working corpus build-fuzz/corpus/<name> (seeded
+# from tests/fuzz/corpus/<name>).  A crash, leak or timeout is copied into
+# tests/fuzz/regress/<name>/, where the replay tests of `make test` run it
+# from then on, and the target fails.  clang and libFuzzer's runtime
+# (Debian: libclang-rt-dev, for the default clang) are installed if missing.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= vtd dma_engine vfio
+FUZZ_PROBE := int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }
+.PHONY: fuzz deps-fuzz
+fuzz: deps-fuzz
+	@CC=clang $(CMAKE) -S . -B build-fuzz -DVTIO_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@$(CMAKE) --build build-fuzz -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	./tests/fuzz/run.sh build-fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+deps-fuzz:
+	@echo '$(FUZZ_PROBE)' | clang -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null || { \
+	  echo "installing clang and libFuzzer (libclang-rt-dev)"; \
+	  (apt-get install -y clang libclang-rt-dev || \
+	   (apt-get update && apt-get install -y clang libclang-rt-dev)) >/dev/null; }

@@ -9,6 +9,9 @@
  *  - forge-sid: the rogue replays the victim's own message, read from the
  *    victim's MSI-X table.  With remapping the message names the victim's
  *    IRTE, whose source-id check refuses the rogue's requester id (26h).
+ *  - spoof-msi: the same with the victim's requester id forged, which the
+ *    source-id check cannot tell from the victim; ACS Source Validation in
+ *    the rogue's root port drops it first.
  *  - forge-vector: an interrupt nobody assigned: a remappable message
  *    naming an IRTE that is not present, and a compatibility message to a
  *    vector without a handler.  Success is either reaching a CPU, as a
@@ -16,12 +19,15 @@
  */
 #include <vtio/dev/dma_engine.h>
 #include <vtio/dev/rogue.h>
+#include <vtio/device.h>
 #include <vtio/host.h>
 #include <vtio/intr.h>
 #include <vtio/mmio.h>
 #include <vtio/pci.h>
 #include <vtio/pci_enum.h>
 #include <vtio/vtd_regs.h>
+
+#include <errno.h>
 
 #include "attack/attack_priv.h"
 
@@ -47,7 +53,9 @@ static void judge_victim(struct attack_scene *sc, uint64_t addr, uint32_t data,
         attack_report(sc, VTIO_ATTACK_SUCCEEDED, "%s reached the victim's handler", what);
     else
         attack_report(sc, VTIO_ATTACK_BLOCKED, "%s %s", what,
-                      ret < 0 ? "refused at the port" : "dropped by the IOMMU");
+                      ret == -EPERM ? "dropped by the root port (ACS)"
+                      : ret < 0     ? "refused"
+                                    : "dropped by the IOMMU");
 }
 
 void attack_forge_compat(struct attack_scene *sc)
@@ -58,19 +66,40 @@ void attack_forge_compat(struct attack_scene *sc)
     judge_victim(sc, addr, data, "a compatibility-format message");
 }
 
-void attack_forge_sid(struct attack_scene *sc)
+/* The message the victim's vector 0 sends, read from its MSI-X table. */
+static bool victim_message(struct attack_scene *sc, uint64_t *addr, uint32_t *data)
 {
     struct vtio_mmio table;
     if (vtio_pci_bar_mmio(sc->victim_fn, VTIO_DMAE_BAR_MSIX, &table) < 0) {
         attack_report(sc, VTIO_ATTACK_NA, "the victim's MSI-X table is not mapped");
-        return;
+        return false;
     }
-    uint64_t entry = VTIO_DMAE_MSIX_TABLE;   /* vector 0 */
-    uint64_t addr = vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_LOWER_ADDR) |
-                    (uint64_t)vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_UPPER_ADDR)
-                        << 32;
-    uint32_t data = vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_DATA);
-    judge_victim(sc, addr, data, "the victim's own message");
+    uint64_t entry = VTIO_DMAE_MSIX_TABLE;
+    *addr = vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_LOWER_ADDR) |
+            (uint64_t)vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_UPPER_ADDR) << 32;
+    *data = vtio_mmio_read32(&table, entry + VTIO_PCI_MSIX_ENTRY_DATA);
+    return true;
+}
+
+void attack_forge_sid(struct attack_scene *sc)
+{
+    uint64_t addr;
+    uint32_t data;
+    if (victim_message(sc, &addr, &data))
+        judge_victim(sc, addr, data, "the victim's own message");
+}
+
+/* The same replay with the victim's requester id on it: the remapping
+ * entry's source-id check passes, so only the fabric can stop it. */
+void attack_spoof_msi(struct attack_scene *sc)
+{
+    uint64_t addr;
+    uint32_t data;
+    if (!victim_message(sc, &addr, &data))
+        return;
+    vtio_rogue_forge_rid(sc->rogue, vtio_device_rid(sc->victim_dev));
+    judge_victim(sc, addr, data, "the victim's message as 00:03.0");
+    vtio_rogue_forge_rid(sc->rogue, vtio_device_rid(sc->rogue_dev));
 }
 
 /* A remappable-format address naming IRTE `handle` (VT-d 5.1.2.2). */

@@ -69,6 +69,7 @@ void attack_other_function(struct attack_scene *sc);
 void attack_forge_compat(struct attack_scene *sc); /* attack_irq.c */
 void attack_forge_sid(struct attack_scene *sc);
 void attack_forge_vector(struct attack_scene *sc);
+void attack_spoof_msi(struct attack_scene *sc);
 
 /* ---- helpers (attack.c) */
 

@@ -38,6 +38,7 @@ static const struct {
     { "forge-compat",   "SBBBBS" },
     { "forge-sid",      "SBBBBS" },
     { "forge-vector",   "SBBBBS" },
+    { "spoof-msi",      "SBBBBB" },
     { "bme-off",        "SSBBBB" },
     { "fault-flood",    "SSBBBB" },
 };
@@ -93,12 +94,12 @@ static void test_iommu_memory(void)
 
 static void test_interrupts(void)
 {
-    run_rows(9, 12);
+    run_rows(9, 13);
 }
 
 static void test_quiesced_and_flood(void)
 {
-    run_rows(12, 14);
+    run_rows(13, 15);
 }
 
 /* The table covers the suite and the default configurations exactly. */
@@ -138,7 +139,7 @@ static const struct vtio_test tests[] = {
     { "registry", "attacks and default configurations are the matrix's", test_registry },
     { "memory", "outside, read-only, sub-page and reuse rows", test_memory },
     { "iommu_memory", "IOMMU tables, IRT, spoofed and other-function rows", test_iommu_memory },
-    { "interrupts", "forged interrupt rows", test_interrupts },
+    { "interrupts", "forged and spoofed interrupt rows", test_interrupts },
     { "quiesced_flood", "BME-off and fault-flood rows", test_quiesced_and_flood },
     { "window", "strict has no reuse window; lazy's is counted", test_window_numbers },
 };

@@ -4,11 +4,7 @@
  *
  * To the host it looks like any other function: an identity, a small BAR of
  * registers, an MSI-X capability with VTIO_ROGUE_VECTORS vectors (table and
- * PBA in BAR2), Function Level Reset.  The card may have more functions
- * (up to VTIO_ROGUE_FUNCTIONS): function 0 is the one drivers bind to; the
- * others are accomplices with the same identity and nothing else, there
- * for their requester ids (an attack that needs many sources, such as
- * overflowing the IOMMU's fault log, drives their DMA ports directly).  A driver can bind to it, map memory
+ * PBA in BAR2), Function Level Reset.  A driver can bind to it, map memory
  * for it and give it interrupts.  What it then does with its DMA port is up
  * to whoever holds the struct vtio_rogue: read or write any address, send
  * any interrupt message, put another function's requester id on its
@@ -16,6 +12,12 @@
  * through its DMA port like every device, so whatever stands between a
  * device and memory (an IOMMU, interrupt remapping, ACS at the port above
  * it) applies to it exactly as to an honest device.
+ *
+ * The card may have more functions (up to VTIO_ROGUE_FUNCTIONS): function 0
+ * is the one drivers bind to; the others are accomplices with the same
+ * identity and nothing else, there for their requester ids (an attack that
+ * needs many sources, such as overflowing the IOMMU's fault log, drives
+ * their DMA ports directly).
  *
  * Two ways to drive it:
  *  - one access at a time, from the caller's thread (vtio_rogue_read ...);

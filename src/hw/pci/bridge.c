@@ -82,7 +82,8 @@ static void build_root_port_exp(struct vtio_pci_dev *dev)
 {
     unsigned cap = dev->exp_cap;
     uint16_t flags = vtio_pcibus_config_get16_locked(dev, cap + VTIO_PCI_EXP_FLAGS);
-    flags = (uint16_t)((flags & ~VTIO_PCI_EXP_FLAGS_TYPE) | VTIO_PCI_EXP_TYPE_ROOT_PORT << VTIO_PCI_EXP_FLAGS_TYPE_SHIFT);
+    flags = (uint16_t)((flags & ~VTIO_PCI_EXP_FLAGS_TYPE) |
+                       VTIO_PCI_EXP_TYPE_ROOT_PORT << VTIO_PCI_EXP_FLAGS_TYPE_SHIFT);
     vtio_pcibus_init_reg(dev, cap + VTIO_PCI_EXP_FLAGS, 2, flags, 0);
     uint32_t devcap = vtio_pcibus_config_get32_locked(dev, cap + VTIO_PCI_EXP_DEVCAP);
     vtio_pcibus_init_reg(dev, cap + VTIO_PCI_EXP_DEVCAP, 4, devcap & ~VTIO_PCI_EXP_DEVCAP_FLR,

@@ -41,7 +41,7 @@
  *    whose entries say where interrupt messages are written, for the rest
  *    of the input);
  *  - a halted channel's ERROR is one of the codes the header lists and
- *    ERR_INDEX lies inside its ring;
+ *    (when it halted during this op) ERR_INDEX lies inside its ring;
  *  - and no crash, hang or sanitizer report.
  */
 #include "fuzz.h"
@@ -462,14 +462,18 @@ static bool documented_error(uint32_t e)
     }
 }
 
-static void check_halt(unsigned ch, const struct chan_view *v)
+/* b, a: the channel before and after the op.  (A halted channel's ring
+ * registers may change later, with EN clear: ERR_INDEX is checked against
+ * the ring it halted on, in the op that halted it.) */
+static void check_halt(unsigned ch, const struct chan_view *b, const struct chan_view *a)
 {
-    if (v->state != VTIO_DMAE_STATE_HALTED)
+    if (a->state != VTIO_DMAE_STATE_HALTED)
         return;
     uint32_t err = rd32(ch, VTIO_DMAE_ERROR), index = rd32(ch, VTIO_DMAE_ERR_INDEX);
     FUZZ_CHECK(documented_error(err), "channel %u halted with error %#x", ch, err);
-    FUZZ_CHECK(err == VTIO_DMAE_ERR_RING || index < v->size,
-               "channel %u halted at index %u of a %u-entry ring", ch, index, v->size);
+    FUZZ_CHECK(b->state == VTIO_DMAE_STATE_HALTED || err == VTIO_DMAE_ERR_RING ||
+                   index < a->size,
+               "channel %u halted at index %u of a %u-entry ring", ch, index, a->size);
 }
 
 /* ------------------------------------------------------------------------
@@ -596,7 +600,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (unsigned ch = 0; ch < NCHAN; ch++) {
             a[ch] = view(ch);
             name_consumed(&b[ch], &a[ch], rd32(ch, VTIO_DMAE_ERR_INDEX));
-            check_halt(ch, &a[ch]);
+            check_halt(ch, &b[ch], &a[ch]);
             FUZZ_TRACE("%s: channel %u HEAD %u -> %u, completed %llu, state %u, error %#x\n",
                        op_names[op], ch, b[ch].head, a[ch].head,
                        (unsigned long long)a[ch].completed, a[ch].state,

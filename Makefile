@@ -4,6 +4,8 @@
 #   make bench  run the benchmarks, write docs/benchmarks.md
 #   make asan   the suite under AddressSanitizer + UBSan
 #   make tsan   the suite under ThreadSanitizer
+#   make fuzz   the libFuzzer targets, FUZZ_TIME seconds each (docs/fuzzing.md)
+#   make soak   the soak, SOAK_TIME seconds per run (docs/soak.md)
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
@@ -46,7 +48,7 @@ deps-bench:
 	  (apt-get install -y jq || (apt-get update && apt-get install -y jq)) >/dev/null; }
 
 clean:
-	rm -rf build build-release build-asan build-tsan
+	rm -rf build build-release build-asan build-tsan build-fuzz
 
 , := ,
 

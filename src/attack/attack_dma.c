@@ -28,29 +28,21 @@
 
 #define PROBE 64u    /* bytes per probing access */
 
-/* The rogue's own page, mapped both ways, and the IOVA right after it. */
-struct rogue_page {
+/* A page the rogue's driver maps for it (the first len bytes of it). */
+struct rogue_buf {
     uint64_t pa;
     vtio_dma_addr_t iova;
 };
 
-static bool map_rogue_page(struct attack_scene *sc, struct rogue_page *rp,
-                           enum vtio_dma_direction dir)
+/* Allocates the page, zeroed or full of the host's secret, and maps it. */
+static bool map_buf(struct attack_scene *sc, bool secret, size_t len,
+                    enum vtio_dma_direction dir, struct rogue_buf *b)
 {
-    if (vtio_page_alloc(sc->h->pages, 0, VTIO_PAGE_ZERO, &rp->pa) < 0)
+    if (secret ? !(b->pa = attack_secret_page(sc, SECRET_HOST))
+               : vtio_page_alloc(sc->h->pages, 0, VTIO_PAGE_ZERO, &b->pa) < 0)
         return false;
-    rp->iova = vtio_dma_map_page(sc->rogue_dev, rp->pa, ATTACK_PAGE, dir);
-    return !vtio_dma_mapping_error(sc->rogue_dev, rp->iova);
-}
-
-/* A page of host secrets whose first len bytes are mapped for the rogue. */
-static bool map_secret(struct attack_scene *sc, size_t len, enum vtio_dma_direction dir,
-                       uint64_t *pa, vtio_dma_addr_t *iova)
-{
-    if (!(*pa = attack_secret_page(sc, SECRET_HOST)))
-        return false;
-    *iova = vtio_dma_map_page(sc->rogue_dev, *pa, len, dir);
-    return !vtio_dma_mapping_error(sc->rogue_dev, *iova);
+    b->iova = vtio_dma_map_page(sc->rogue_dev, b->pa, len, dir);
+    return !vtio_dma_mapping_error(sc->rogue_dev, b->iova);
 }
 
 /* Reads PROBE bytes at each address; returns how many secret bytes came back
@@ -73,14 +65,14 @@ static size_t probe_reads(struct attack_scene *sc, const uint64_t *addr, unsigne
 
 void attack_read_outside(struct attack_scene *sc)
 {
-    struct rogue_page rp;
+    struct rogue_buf rp;
     uint64_t secret = attack_secret_page(sc, SECRET_HOST);
-    if (!secret || !map_rogue_page(sc, &rp, VTIO_DMA_BIDIRECTIONAL)) {
+    if (!secret || !map_buf(sc, false, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &rp)) {
         attack_report(sc, VTIO_ATTACK_NA, "no memory for the scene");
         return;
     }
-    /* The secret's physical address, and the same page offset beyond the
-     * rogue's mapping (where a sloppy IOMMU driver might map more). */
+    /* The secret by its physical address, and the pages on either side of
+     * the rogue's mapping (where a sloppy driver might map more than asked). */
     uint64_t addr[] = { secret, secret + 1024, rp.iova + ATTACK_PAGE, rp.iova - ATTACK_PAGE };
     uint64_t where = 0;
     size_t leaked = probe_reads(sc, addr, 4, SECRET_HOST, &where);
@@ -106,9 +98,9 @@ static bool probe_writes(struct attack_scene *sc, const uint64_t *addr, unsigned
 
 void attack_write_outside(struct attack_scene *sc)
 {
-    struct rogue_page rp;
+    struct rogue_buf rp;
     uint64_t secret = attack_secret_page(sc, SECRET_HOST);
-    if (!secret || !map_rogue_page(sc, &rp, VTIO_DMA_BIDIRECTIONAL)) {
+    if (!secret || !map_buf(sc, false, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &rp)) {
         attack_report(sc, VTIO_ATTACK_NA, "no memory for the scene");
         return;
     }
@@ -124,22 +116,21 @@ void attack_write_outside(struct attack_scene *sc)
 
 void attack_write_readonly(struct attack_scene *sc)
 {
-    uint64_t pa;
-    vtio_dma_addr_t iova;
-    if (!map_secret(sc, ATTACK_PAGE, VTIO_DMA_TO_DEVICE, &pa, &iova)) {
+    struct rogue_buf b;
+    if (!map_buf(sc, true, ATTACK_PAGE, VTIO_DMA_TO_DEVICE, &b)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the page");
         return;
     }
     uint8_t buf[PROBE];
-    bool readable = vtio_rogue_read(sc->rogue, iova, buf, sizeof(buf)) == 0;
+    bool readable = vtio_rogue_read(sc->rogue, b.iova, buf, sizeof(buf)) == 0;
     unsigned refused;
-    if (probe_writes(sc, &iova, 1, pa, SECRET_HOST, &refused))
-        attack_report(sc, VTIO_ATTACK_SUCCEEDED, "wrote a TO_DEVICE buffer at DMA address %#llx",
-                      (unsigned long long)iova);
+    if (probe_writes(sc, &b.iova, 1, b.pa, SECRET_HOST, &refused))
+        attack_report(sc, VTIO_ATTACK_SUCCEEDED,
+                      "wrote a TO_DEVICE buffer at DMA address %#llx", (unsigned long long)b.iova);
     else
         attack_report(sc, VTIO_ATTACK_BLOCKED, "write refused (the read %s)",
                       readable ? "worked, as it should" : "failed too");
-    vtio_dma_unmap_page(sc->rogue_dev, iova, ATTACK_PAGE, VTIO_DMA_TO_DEVICE);
+    vtio_dma_unmap_page(sc->rogue_dev, b.iova, ATTACK_PAGE, VTIO_DMA_TO_DEVICE);
 }
 
 /* A 256-byte buffer at the start of a page whose other bytes are secrets,
@@ -147,18 +138,17 @@ void attack_write_readonly(struct attack_scene *sc)
 void attack_subpage_read(struct attack_scene *sc)
 {
     const size_t len = 256;
-    uint64_t pa;
-    vtio_dma_addr_t iova;
-    if (!map_secret(sc, len, VTIO_DMA_TO_DEVICE, &pa, &iova)) {
+    struct rogue_buf b;
+    if (!map_buf(sc, true, len, VTIO_DMA_TO_DEVICE, &b)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the buffer");
         return;
     }
     /* The buffer's own bytes are fair game; the rest of its page is not. */
     uint8_t page[ATTACK_PAGE];
-    uint64_t base = iova & ~(uint64_t)(ATTACK_PAGE - 1);
+    uint64_t base = b.iova & ~(uint64_t)(ATTACK_PAGE - 1);
     size_t leaked = 0;
     if (vtio_rogue_read(sc->rogue, base, page, sizeof(page)) == 0) {
-        size_t off = iova - base;
+        size_t off = b.iova - base;
         leaked = attack_secret_bytes(page, off, SECRET_HOST, 0) +
                  attack_secret_bytes(page + off + len, sizeof(page) - off - len, SECRET_HOST,
                                      off + len);
@@ -169,7 +159,7 @@ void attack_subpage_read(struct attack_scene *sc)
     else
         attack_report(sc, VTIO_ATTACK_BLOCKED, "the page held only the buffer (%s)",
                       vtio_device_untrusted(sc->rogue_dev) ? "bounced" : "page read refused");
-    vtio_dma_unmap_page(sc->rogue_dev, iova, len, VTIO_DMA_TO_DEVICE);
+    vtio_dma_unmap_page(sc->rogue_dev, b.iova, len, VTIO_DMA_TO_DEVICE);
 }
 
 static void sleep_ms(unsigned ms)
@@ -187,8 +177,8 @@ static void sleep_ms(unsigned ms)
  */
 void attack_iova_reuse(struct attack_scene *sc)
 {
-    struct rogue_page rp;
-    if (!map_rogue_page(sc, &rp, VTIO_DMA_BIDIRECTIONAL)) {
+    struct rogue_buf rp;
+    if (!map_buf(sc, false, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &rp)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the buffer");
         return;
     }
@@ -229,24 +219,23 @@ void attack_iova_reuse(struct attack_scene *sc)
  */
 void attack_bme_off(struct attack_scene *sc)
 {
-    uint64_t pa;
-    vtio_dma_addr_t iova;
-    if (!map_secret(sc, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &pa, &iova)) {
+    struct rogue_buf b;
+    if (!map_buf(sc, true, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL, &b)) {
         attack_report(sc, VTIO_ATTACK_NA, "could not map the buffer");
         return;
     }
-    vtio_dma_unmap_page(sc->rogue_dev, iova, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL);
+    vtio_dma_unmap_page(sc->rogue_dev, b.iova, ATTACK_PAGE, VTIO_DMA_BIDIRECTIONAL);
     vtio_dma_flush(sc->h);
     vtio_pci_set_master(sc->rogue_fn, false);
     vtio_device_unbind(sc->rogue_dev);
 
     uint8_t junk[PROBE];
     memset(junk, 0xee, sizeof(junk));
-    bool compliant_refused = vtio_rogue_write(sc->rogue, pa, junk, sizeof(junk)) == -EPERM;
+    bool compliant_refused = vtio_rogue_write(sc->rogue, b.pa, junk, sizeof(junk)) == -EPERM;
     vtio_rogue_ignore_bme(sc->rogue, true);
-    uint64_t addr[] = { iova, pa };
+    uint64_t addr[] = { b.iova, b.pa };
     unsigned refused;
-    if (probe_writes(sc, addr, 2, pa, SECRET_HOST, &refused))
+    if (probe_writes(sc, addr, 2, b.pa, SECRET_HOST, &refused))
         attack_report(sc, VTIO_ATTACK_SUCCEEDED, "with BME clear, overwrote the old buffer");
     else
         attack_report(sc, VTIO_ATTACK_BLOCKED,

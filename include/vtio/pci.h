@@ -158,6 +158,10 @@ struct vtio_pci_dev;
 #define  VTIO_PCI_ACS_UF         0x0010     /* Upstream Forwarding */
 #define  VTIO_PCI_ACS_EC         0x0020     /* P2P Egress Control */
 #define  VTIO_PCI_ACS_DT         0x0040     /* Direct Translated P2P */
+/* The controls that keep a function's requests going up to the IOMMU: what
+ * Linux enables when an IOMMU is in use and requires for isolation. */
+#define VTIO_PCI_ACS_ISOLATED (VTIO_PCI_ACS_SV | VTIO_PCI_ACS_RR | VTIO_PCI_ACS_CR | \
+                               VTIO_PCI_ACS_UF)
 
 /* The root port's identity. */
 #define VTIO_PCI_ROOT_PORT_VENDOR_ID 0x5654   /* "VT" */

@@ -19,7 +19,6 @@
 #define PORT_DEVFN VTIO_PCI_DEVFN(0x1c, 0)
 #define EP_RID     VTIO_PCI_RID(1, 0, 0)
 #define ENGINE_RID VTIO_PCI_RID(0, 3, 0)
-#define ACS_ISOLATE (VTIO_PCI_ACS_SV | VTIO_PCI_ACS_RR | VTIO_PCI_ACS_CR | VTIO_PCI_ACS_UF)
 #define BUF_PA     0x10000ull
 
 /* ---- a translator that lets everything through and remembers who asked */
@@ -205,7 +204,7 @@ static void t_forged_sv_on_dropped(void)
     setup(true);
     root_port(0, PORT_DEVFN, 1, 1);
     struct vtio_dma_port *port = endpoint(EP_RID, &f, &rec, &xl);
-    set_acs(PORT_RID, ACS_ISOLATE);
+    set_acs(PORT_RID, VTIO_PCI_ACS_ISOLATED);
     vtio_dma_port_forge_rid(port, ENGINE_RID);
 
     uint8_t before[16], buf[16];
@@ -243,7 +242,7 @@ static void t_honest_unaffected(void)
     setup(true);
     root_port(0, PORT_DEVFN, 1, 1);
     struct vtio_dma_port *port = endpoint(EP_RID, &f, &rec, &xl);
-    set_acs(PORT_RID, ACS_ISOLATE);
+    set_acs(PORT_RID, VTIO_PCI_ACS_ISOLATED);
     uint8_t buf[16] = { 9 };
     CHECK_OK(vtio_dma_write(port, BUF_PA, buf, sizeof(buf)));
     CHECK_OK(vtio_dma_read(port, BUF_PA, buf, sizeof(buf)));
@@ -264,7 +263,7 @@ static void t_bus0_forging_passes(void)
     struct vtio_dma_translator xl;
     setup(false);
     root_port(0, PORT_DEVFN, 1, 1);
-    set_acs(PORT_RID, ACS_ISOLATE);
+    set_acs(PORT_RID, VTIO_PCI_ACS_ISOLATED);
     struct vtio_dma_port *port = endpoint(ENGINE_RID, &f, &rec, &xl);
     vtio_dma_port_forge_rid(port, EP_RID);      /* no port above bus 0 checks */
     uint8_t buf[8];
@@ -368,7 +367,7 @@ static void t_host_enables_acs(void)
     CHECK(rogue->bar[VTIO_ROGUE_BAR_REGS].base >= VTIO_MACHINE_MMIO32_BASE);
     CHECK_EQ(rogue->msix_table_size, VTIO_ROGUE_VECTORS);
     /* ACS on the port as Linux sets it; TB left alone. */
-    CHECK_EQ(port_acs_ctrl(b.h), ACS_ISOLATE);
+    CHECK_EQ(port_acs_ctrl(b.h), VTIO_PCI_ACS_ISOLATED);
     /* Groups: the port alone, the rogue card's eight functions (no ACS of
      * their own, so they may reach each other), the engine alone. */
     unsigned gp = group_of(b.h, PORT_RID), gr = group_of(b.h, EP_RID);

@@ -193,11 +193,13 @@ static void write_json(FILE *f, const struct plan *p, unsigned bugs)
     fprintf(f, "\n  ],\n  \"bugs\": %u\n}\n", bugs);
 }
 
-/* Bugs (claimed, got through), plus attacks that failed where nothing
- * protects; prints each. */
-static unsigned verdict(const struct plan *p)
+/* Cells that fail the run, each printed: bugs (claimed, got through; also
+ * counted in *bugs), attacks blocked where nothing protects, and runs whose
+ * machine did not boot. */
+static unsigned verdict(const struct plan *p, unsigned *bugs)
 {
     unsigned bad = 0;
+    *bugs = 0;
     for (unsigned k = 0; k < p->nattacks * p->nconfigs; k++) {
         const struct cell *c = &p->cells[k];
         const struct vtio_attack_config *cfg = vtio_attack_config_get(c->config);
@@ -206,6 +208,7 @@ static unsigned verdict(const struct plan *p)
             fprintf(stderr, "vtio attack: %s on %s: the machine did not boot\n", name, cfg->name);
             bad++;
         } else if (vtio_attack_is_bug(&c->out)) {
+            (*bugs)++;
             fprintf(stderr, "vtio attack: BUG: %s got through on %s, which claims to stop it\n",
                     name, cfg->name);
             bad++;
@@ -296,10 +299,8 @@ int cmd_attack(int argc, char **argv)
         print_details(&p);
     }
     fflush(stdout);
-    unsigned bad = verdict(&p);
-    unsigned bugs = 0;
-    for (unsigned k = 0; k < p.nattacks * p.nconfigs; k++)
-        bugs += vtio_attack_is_bug(&p.cells[k].out);
+    unsigned bugs;
+    unsigned bad = verdict(&p, &bugs);
     FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;
     if (!f) {
         fprintf(stderr, "vtio attack: cannot write %s: %s\n", json, strerror(errno));

@@ -38,8 +38,6 @@
 #include "host/iommu/iommu_priv.h"
 #include "util/error.h"
 
-#define ACS_ISOLATED            (VTIO_PCI_ACS_SV | VTIO_PCI_ACS_RR | VTIO_PCI_ACS_CR | \
-                                 VTIO_PCI_ACS_UF)
 #define MAX_BRIDGE_DEPTH        256     /* buses; bounds a looping topology */
 
 static bool is_bridge(const struct vtio_pci_function *f)
@@ -98,7 +96,7 @@ static bool acs_isolated(const struct vtio_pci_function *f)
 {
     uint16_t pos = vtio_pci_find_ext_capability(f, VTIO_PCI_EXT_CAP_ID_ACS);
     return pos && (vtio_pci_cfg_read16(f, (uint16_t)(pos + VTIO_PCI_ACS_CTRL)) &
-                   ACS_ISOLATED) == ACS_ISOLATED;
+                   VTIO_PCI_ACS_ISOLATED) == VTIO_PCI_ACS_ISOLATED;
 }
 
 /* Whether every function of f's device (bus, device) in e is isolated. */

@@ -25,9 +25,6 @@
 
 #include "host/pci/pci_priv.h"
 
-/* What Linux's pci_std_enable_acs() turns on, of what the function offers. */
-#define ACS_WANTED (VTIO_PCI_ACS_SV | VTIO_PCI_ACS_RR | VTIO_PCI_ACS_CR | VTIO_PCI_ACS_UF)
-
 /* @returns whether fn has an ACS capability (and now has it enabled). */
 static bool enable_one(const struct vtio_pci_function *fn)
 {
@@ -37,7 +34,7 @@ static bool enable_one(const struct vtio_pci_function *fn)
     uint16_t cap = vtio_pci_cfg_read16(fn, (uint16_t)(pos + VTIO_PCI_ACS_CAP));
     uint16_t ctrl = vtio_pci_cfg_read16(fn, (uint16_t)(pos + VTIO_PCI_ACS_CTRL));
     vtio_pci_cfg_write16(fn, (uint16_t)(pos + VTIO_PCI_ACS_CTRL),
-                         (uint16_t)(ctrl | (cap & ACS_WANTED)));
+                         (uint16_t)(ctrl | (cap & VTIO_PCI_ACS_ISOLATED)));
     return true;
 }
 
